@@ -1,0 +1,267 @@
+"""The HTTP boundary: authentication, body parsing, and the one mapping of errors to HTTP.
+
+Chalice middleware does not see exceptions raised in views, so every view is wrapped by
+``view()`` here; the ``http`` middleware (``install``) adds request ids and logging, and turns
+the few responses Chalice builds itself (405, 415) into the same error shape.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalice.app import Blueprint, Chalice, Request, Response
+
+from chalicelib import errors
+from chalicelib.observability import flush_metrics, logger
+from chalicelib.services.common import Caller
+from chalicelib.services.identity import Principal, authenticate
+from chalicelib.settings import Settings, get_settings
+
+JSON_TYPES = ["application/json"]
+# Routes with a body accept any content type at the Chalice level so that *we* answer 415 in
+# our own error shape (and after authentication, so an anonymous caller learns nothing).
+ANY_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded",
+             "multipart/form-data", "application/xml", "text/xml", "application/octet-stream"]
+
+_STATUS: list[tuple[type[errors.DomainError], int]] = [
+    (errors.InvalidInput, 400),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.SealBroken, 409),
+    (errors.Conflict, 409),
+    (errors.PreconditionFailed, 412),
+    (errors.PayloadTooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
+    (errors.Unprocessable, 422),
+    (errors.RateLimited, 429),
+    (errors.Unavailable, 503),
+]
+
+_CHALICE_CODES = {
+    405: "method_not_allowed",
+    415: "unsupported_media_type",
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    500: "internal_error",
+}
+
+BASE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def error_body(code: str, message: str, request_id: str, field_name: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if field_name:
+        err["field"] = field_name
+    err["request_id"] = request_id
+    err.update({k: v for k, v in extra.items() if v is not None})
+    return {"error": err}
+
+
+def error_response(exc: errors.DomainError, request_id: str) -> Response:
+    headers = dict(BASE_HEADERS)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, errors.UpstreamFailure):
+        status = exc.http_status
+        extra["remediation"] = exc.remediation
+        if exc.retry_after:
+            headers["Retry-After"] = str(exc.retry_after)
+    else:
+        status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 400)
+    if isinstance(exc, errors.RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, errors.Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    if isinstance(exc, errors.Conflict) and exc.details is not None:
+        extra["details"] = exc.details
+    body = error_body(exc.code, exc.message, request_id, exc.field, **extra)
+    return Response(body=body, status_code=status, headers=headers)
+
+
+def request_id_of(request: Request | None) -> str:
+    if request is None:
+        return uuid.uuid4().hex
+    rid = getattr(request, "_llmc_request_id", None)
+    if rid:
+        return str(rid)
+    rid = (request.context or {}).get("requestId") or uuid.uuid4().hex
+    request._llmc_request_id = rid  # type: ignore[attr-defined]
+    return str(rid)
+
+
+@dataclass
+class Ctx:
+    """What a view needs from the request, already checked."""
+
+    request: Request
+    caller: Caller
+    settings: Settings
+    _body: Any = field(default=None, init=False)
+    _parsed: bool = field(default=False, init=False)
+
+    @property
+    def principal(self) -> Principal:
+        assert self.caller.principal is not None
+        return self.caller.principal
+
+    def header(self, name: str) -> str | None:
+        value = self.request.headers.get(name)
+        return value if value is None else str(value)
+
+    def query(self, name: str) -> str | None:
+        params = self.request.query_params or {}
+        return params.get(name)
+
+    def flag(self, name: str) -> bool:
+        raw = self.query(name)
+        if raw is None:
+            return False
+        if raw.lower() in ("1", "true", "yes"):
+            return True
+        if raw.lower() in ("0", "false", "no"):
+            return False
+        raise errors.InvalidInput(f"{name} must be true or false", field=name)
+
+    def page(self) -> tuple[int, str | None]:
+        raw = self.query("limit")
+        limit = 50
+        if raw is not None:
+            if not raw.isdigit() or not 1 <= int(raw) <= 100:
+                raise errors.InvalidInput("limit must be an integer from 1 to 100", field="limit")
+            limit = int(raw)
+        cursor = self.query("cursor")
+        if cursor is not None and (not cursor or len(cursor) > 2048):
+            raise errors.InvalidInput("cursor is not valid", field="cursor")
+        return limit, cursor
+
+    def json(self, *, required: bool = True) -> Any:
+        """The JSON body: 413 over the size cap, 415 not JSON, 400 malformed or not an object."""
+        if self._parsed:
+            return self._body
+        raw = self.request.raw_body or b""
+        if len(raw) > self.settings.max_body_bytes:
+            raise errors.PayloadTooLarge(
+                f"request body is over {self.settings.max_body_bytes // 1024} KiB"
+            )
+        if not raw.strip():
+            if required:
+                raise errors.InvalidInput("request body is required", field="body")
+            self._parsed, self._body = True, {}
+            return self._body
+        ctype = (self.header("content-type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise errors.UnsupportedMediaType("request body must be application/json")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise errors.InvalidInput("request body is not valid JSON", field="body") from None
+        if not isinstance(body, dict):
+            raise errors.InvalidInput("request body must be a JSON object", field="body")
+        self._parsed, self._body = True, body
+        return body
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    merged = dict(BASE_HEADERS)
+    if headers:
+        merged.update(headers)
+    if status == 204:
+        return Response(body="", status_code=204, headers=merged)
+    return Response(body=body, status_code=status, headers=merged)
+
+
+def _caller_for(request: Request, principal: Principal | None) -> Caller:
+    identity = (request.context or {}).get("identity") or {}
+    return Caller(principal, request_id_of(request), identity.get("sourceIp"))
+
+
+def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..., Any]], Any]:
+    """Wrap a view: authenticate, build the ``Ctx``, map domain errors, never leak internals."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Response:
+            request = bp.current_request
+            rid = request_id_of(request)
+            try:
+                settings = get_settings()
+                principal = None
+                if auth:
+                    try:
+                        principal = authenticate(request.headers.get("authorization"), settings)
+                    except errors.Unauthenticated:
+                        _audit_denied(request, "authentication")
+                        raise
+                    logger.append_keys(user_id=principal.user_id)
+                ctx = Ctx(request, _caller_for(request, principal), settings)
+                result = fn(ctx, **kwargs)
+                if isinstance(result, Response):
+                    for k, v in BASE_HEADERS.items():
+                        result.headers.setdefault(k, v)
+                    return result
+                return json_response(result)
+            except errors.DomainError as exc:
+                return error_response(exc, rid)
+            except Exception:
+                logger.exception("unhandled error")
+                body = error_body("internal_error", "an internal error occurred; quote the "
+                                  "request id when reporting it", rid)
+                return Response(body=body, status_code=500, headers=dict(BASE_HEADERS))
+
+        return wrapper
+
+    return deco
+
+
+def _audit_denied(request: Request, reason: str) -> None:
+    from chalicelib.api.deps import services
+
+    services().audit.record(
+        _caller_for(request, None), "auth.denied", request.path or "", outcome="denied",
+        detail={"reason": reason, "method": request.method},
+    )
+
+
+def install(app: Chalice) -> None:
+    """Register the http middleware: request-scoped log keys, access log, error normalising."""
+
+    @app.middleware("http")
+    def observe(event: Request, get_response: Callable[[Request], Response]) -> Response:
+        started = time.perf_counter()
+        rid = request_id_of(event)
+        logger.append_keys(request_id=rid, path=event.path, method=event.method)
+        try:
+            response = get_response(event)
+            body = response.body
+            if response.status_code >= 400 and isinstance(body, dict) and "Code" in body:
+                # Chalice's own 405/415/500 answers: same shape as ours, no internals.
+                code = _CHALICE_CODES.get(response.status_code, "error")
+                message = {
+                    405: f"method {event.method} is not allowed on this path",
+                    415: "request body must be application/json",
+                    500: "an internal error occurred; quote the request id when reporting it",
+                }.get(response.status_code, "request rejected")
+                response.body = error_body(code, message, rid)
+                response.headers.update(BASE_HEADERS)
+                response.headers["Content-Type"] = "application/json"
+            response.headers["X-Request-Id"] = rid
+            logger.info(
+                "request",
+                extra={"status": response.status_code,
+                       "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
+            )
+            return response
+        finally:
+            logger.remove_keys(["request_id", "path", "method", "user_id"])
+            flush_metrics()

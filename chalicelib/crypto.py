@@ -1,0 +1,128 @@
+"""Envelope encryption of connection secrets: AES-256-GCM under a per-record KMS data key.
+
+A sealed record holds: format version, KMS key id, wrapped data key, nonce, ciphertext (with
+its GCM tag). The associated data binds version, owner, connection id, provider and base URL, so
+a blob moved to another connection, or a base URL or provider edited in the table, no longer
+opens. KMS ``EncryptionContext`` carries owner and connection id; ``Decrypt`` pins the key id.
+The plaintext data key lives only inside one call of ``seal`` or ``open_sealed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.errors import SealBroken
+
+FORMAT_VERSION = 1
+NONCE_BYTES = 12
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a sealed secret belongs to; any change makes it unreadable."""
+
+    owner: str
+    connection_id: str
+    provider: str
+    base_url: str | None
+
+    def aad(self, version: int) -> bytes:
+        return json.dumps(
+            {
+                "v": version,
+                "owner": self.owner,
+                "cid": self.connection_id,
+                "provider": self.provider,
+                "base_url": self.base_url or "",
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+
+    def kms_context(self) -> dict[str, str]:
+        return {"owner": self.owner, "connection_id": self.connection_id}
+
+
+@dataclass(frozen=True)
+class Sealed:
+    v: int
+    kid: str
+    wdk: bytes
+    nonce: bytes
+    ct: bytes
+
+
+class EnvelopeCipher:
+    """Seals and opens secret fields with KMS data keys. ``kms`` is a boto3 KMS client."""
+
+    def __init__(self, kms: Any, key_id: str) -> None:
+        self._kms = kms
+        self._key_id = key_id
+
+    def seal(self, secrets: Mapping[str, str], binding: Binding) -> Sealed:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        resp = self._kms.generate_data_key(
+            KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=binding.kms_context()
+        )
+        plaintext_key = resp["Plaintext"]
+        try:
+            nonce = os.urandom(NONCE_BYTES)
+            payload = json.dumps(dict(secrets), separators=(",", ":")).encode()
+            ct = AESGCM(plaintext_key).encrypt(nonce, payload, binding.aad(FORMAT_VERSION))
+        finally:
+            del plaintext_key
+        return Sealed(FORMAT_VERSION, resp["KeyId"], resp["CiphertextBlob"], nonce, ct)
+
+    def open(self, sealed: Sealed, binding: Binding) -> dict[str, str]:
+        from botocore.exceptions import ClientError
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if sealed.v != FORMAT_VERSION:
+            raise SealBroken(f"stored credentials use an unknown format version ({sealed.v})")
+        if len(sealed.nonce) != NONCE_BYTES:
+            raise SealBroken("stored credentials are damaged")
+        try:
+            resp = self._kms.decrypt(
+                CiphertextBlob=sealed.wdk,
+                KeyId=sealed.kid,
+                EncryptionContext=binding.kms_context(),
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("InvalidCiphertextException", "IncorrectKeyException", "NotFoundException"):
+                raise SealBroken(
+                    "stored credentials cannot be opened for this connection; enter the secret again"
+                ) from None
+            raise
+        key = resp["Plaintext"]
+        try:
+            data = AESGCM(key).decrypt(sealed.nonce, sealed.ct, binding.aad(sealed.v))
+        except InvalidTag:
+            raise SealBroken(
+                "stored credentials do not match this connection (moved, or its provider or base "
+                "URL was changed outside the API); enter the secret again"
+            ) from None
+        finally:
+            del key, resp
+        value = json.loads(data)
+        if not isinstance(value, dict):
+            raise SealBroken("stored credentials are damaged")
+        return {str(k): str(v) for k, v in value.items()}
+
+    def rewrap(self, sealed: Sealed, binding: Binding, new_key_id: str) -> Sealed:
+        """Re-encrypt the data key under ``new_key_id`` inside KMS (no plaintext here)."""
+        ctx = binding.kms_context()
+        resp = self._kms.re_encrypt(
+            CiphertextBlob=sealed.wdk,
+            SourceKeyId=sealed.kid,
+            SourceEncryptionContext=ctx,
+            DestinationKeyId=new_key_id,
+            DestinationEncryptionContext=ctx,
+        )
+        return Sealed(sealed.v, resp["KeyId"], resp["CiphertextBlob"], sealed.nonce, sealed.ct)

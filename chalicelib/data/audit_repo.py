@@ -1,0 +1,45 @@
+"""Audit events: append-only writes and newest-first queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.data.models import AuditModel
+from chalicelib.data.paging import Page, decode_cursor, encode_cursor
+
+
+class AuditRepository:
+    def put(self, item: AuditModel) -> None:
+        """Write one event; the condition makes the write append-only."""
+        item.save(condition=AuditModel.sk.does_not_exist())
+
+    def add_to(self, txn: TransactWrite, item: AuditModel) -> None:
+        """Write the event in the same transaction as the change it records."""
+        txn.save(item, condition=AuditModel.sk.does_not_exist())
+
+    def query(
+        self, *, actor: str | None, action: str | None, target: str | None,
+        cursor: str | None, limit: int,
+    ) -> Page[AuditModel]:
+        if target:
+            scope, source, key = f"target:{target}", AuditModel.target_index, target
+        elif action:
+            scope, source, key = f"action:{action}", AuditModel.action_index, action
+        else:
+            scope, source, key = f"actor:{actor}", AuditModel, actor or ""
+        start = decode_cursor(cursor, scope)
+        kwargs: dict[str, Any] = {}
+        if actor and (target or action):
+            kwargs["filter_condition"] = AuditModel.actor == actor
+        result = source.query(
+            key,
+            scan_index_forward=False,
+            limit=limit,
+            page_size=limit,
+            last_evaluated_key=start,
+            **kwargs,
+        )
+        items = list(result)
+        return Page(items, encode_cursor(result.last_evaluated_key, scope))

@@ -1,0 +1,37 @@
+"""Lazily created, reused boto3 clients. Nothing is created at import time.
+
+Endpoints come only from the standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``
+variables (botocore reads them), so the same code talks to moto locally and to AWS in the cloud.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=None)
+def client(service: str) -> Any:
+    """Return the shared client for ``service`` (created on first use, then reused)."""
+    import boto3
+    from botocore.config import Config
+
+    from chalicelib.settings import get_settings
+
+    with _lock:
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 5},
+            connect_timeout=5,
+            read_timeout=10,
+        )
+        return boto3.session.Session().client(
+            service, region_name=get_settings().region, config=config
+        )
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests switch endpoints between runs)."""
+    client.cache_clear()

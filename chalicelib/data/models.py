@@ -1,0 +1,265 @@
+"""PynamoDB models: the single definition of every table, used by the code, the local
+bootstrap (``devtools/localstack.py``) and the infrastructure template (``infra/``).
+
+Table names come from settings at bind time; endpoints come from the standard
+``AWS_ENDPOINT_URL*`` variables that botocore reads, so no model carries a host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    JSONAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.models import Model
+
+from chalicelib.settings import Settings
+
+
+class _Base(Model):
+    class Meta:
+        table_name = "unbound"
+        region = "us-east-1"
+        max_retry_attempts = 5
+        connect_timeout_seconds = 5
+        read_timeout_seconds = 10
+
+
+class ProviderModel(_Base):
+    """One provider of the catalogue. A constant partition lets GET /providers be one Query."""
+
+    class Meta(_Base.Meta):
+        env_key = "providers"
+
+    pk = UnicodeAttribute(hash_key=True, default="provider")
+    id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute()
+    adapter = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)
+    base_url = UnicodeAttribute(null=True)
+    base_url_required = BooleanAttribute(default=False)
+    credential_fields = JSONAttribute()
+    default_settings = JSONAttribute()
+    known_models = JSONAttribute(null=True)
+    enabled = BooleanAttribute(default=True)
+    version = NumberAttribute(default=1)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+
+
+class OwnerNameIndex(GlobalSecondaryIndex["ConnectionModel"]):
+    class Meta:
+        index_name = "owner-name-index"
+        projection = AllProjection()
+
+    owner = UnicodeAttribute(hash_key=True)
+    name_key = UnicodeAttribute(range_key=True)
+
+
+class DueIndex(GlobalSecondaryIndex["ConnectionModel"]):
+    """Sparse: only connections with usable credentials carry ``due_shard``."""
+
+    class Meta:
+        index_name = "due-index"
+        projection = IncludeProjection(["owner", "provider"])
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    last_tested_at = UnicodeAttribute(range_key=True)
+
+
+class SealedAttribute(MapAttribute[str, Any]):
+    v = NumberAttribute()
+    kid = UnicodeAttribute()
+    wdk = BinaryAttribute(legacy_encoding=False)
+    nonce = BinaryAttribute(legacy_encoding=False)
+    ct = BinaryAttribute(legacy_encoding=False)
+
+
+class ConnectionModel(_Base):
+    class Meta(_Base.Meta):
+        env_key = "connections"
+
+    id = UnicodeAttribute(hash_key=True)
+    owner = UnicodeAttribute()
+    name = UnicodeAttribute()
+    name_key = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)
+    provider = UnicodeAttribute()
+    base_url = UnicodeAttribute(null=True)
+    default_model = UnicodeAttribute(null=True)
+    settings = JSONAttribute()
+    credentials_public = JSONAttribute()
+    secret_fields = JSONAttribute()
+    sealed = SealedAttribute(null=True)
+    needs_credentials = BooleanAttribute(default=False)
+    status = UnicodeAttribute(default="untested")
+    status_message = UnicodeAttribute(null=True)
+    available_models = JSONAttribute(null=True)
+    last_tested_at = UnicodeAttribute(null=True)
+    last_test = JSONAttribute(null=True)
+    due_shard = UnicodeAttribute(null=True)
+    dependents_count = NumberAttribute(default=0)
+    alert = JSONAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    credentials_updated_at = UnicodeAttribute(null=True)
+    version = NumberAttribute(default=1)
+
+    owner_index = OwnerNameIndex()
+    due_index = DueIndex()
+
+
+class NameLockModel(_Base):
+    """Enforces unique connection names per owner through a conditional put."""
+
+    class Meta(_Base.Meta):
+        env_key = "names"
+
+    key = UnicodeAttribute(hash_key=True)
+    connection_id = UnicodeAttribute()
+
+
+class DependentModel(_Base):
+    class Meta(_Base.Meta):
+        env_key = "dependents"
+
+    connection_id = UnicodeAttribute(hash_key=True)
+    dependent_id = UnicodeAttribute(range_key=True)
+    kind = UnicodeAttribute()
+    display_name = UnicodeAttribute()
+    owner = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+
+
+class TestRecordModel(_Base):
+    class Meta(_Base.Meta):
+        env_key = "tests"
+
+    connection_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    owner = UnicodeAttribute()
+    tested_at = UnicodeAttribute()
+    trigger = UnicodeAttribute()
+    status = UnicodeAttribute()
+    latency_ms = NumberAttribute(null=True)
+    error_code = UnicodeAttribute(null=True)
+    result = JSONAttribute()
+    expires_at = TTLAttribute(null=True)
+
+
+class AuditActionIndex(GlobalSecondaryIndex["AuditModel"]):
+    class Meta:
+        index_name = "action-index"
+        projection = AllProjection()
+
+    action = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+
+class AuditTargetIndex(GlobalSecondaryIndex["AuditModel"]):
+    class Meta:
+        index_name = "target-index"
+        projection = AllProjection()
+
+    target = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+
+class AuditModel(_Base):
+    """Append-only: written with attribute_not_exists, never updated or deleted by the app."""
+
+    class Meta(_Base.Meta):
+        env_key = "audit"
+
+    actor = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    event_id = UnicodeAttribute()
+    at = UnicodeAttribute()
+    is_admin = BooleanAttribute(default=False)
+    action = UnicodeAttribute()
+    target = UnicodeAttribute()
+    target_owner = UnicodeAttribute(null=True)
+    outcome = UnicodeAttribute()
+    request_id = UnicodeAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    changed_fields = JSONAttribute(null=True)
+    detail = JSONAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+    action_index = AuditActionIndex()
+    target_index = AuditTargetIndex()
+
+
+class UsageModel(_Base):
+    """Per-connection counters: ``day#YYYY-MM-DD``, ``month#YYYY-MM`` and ``rate#<minute>``."""
+
+    class Meta(_Base.Meta):
+        env_key = "usage"
+
+    connection_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    owner = UnicodeAttribute(null=True)
+    requests = NumberAttribute(default=0)
+    errors = NumberAttribute(default=0)
+    input_tokens = NumberAttribute(default=0)
+    output_tokens = NumberAttribute(default=0)
+    expires_at = TTLAttribute(null=True)
+
+
+class SubscriptionModel(_Base):
+    class Meta(_Base.Meta):
+        env_key = "subscriptions"
+
+    owner = UnicodeAttribute(hash_key=True)
+    subscription_id = UnicodeAttribute(range_key=True)
+    protocol = UnicodeAttribute()
+    endpoint = UnicodeAttribute()
+    scope = UnicodeAttribute()
+    subscription_arn = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+
+
+class IdempotencyModel(_Base):
+    """Schema of the Powertools idempotency table (the library reads and writes it)."""
+
+    class Meta(_Base.Meta):
+        env_key = "idempotency"
+
+    id = UnicodeAttribute(hash_key=True)
+    expiration = TTLAttribute(null=True)
+
+
+ALL_MODELS: tuple[type[_Base], ...] = (
+    ProviderModel,
+    ConnectionModel,
+    NameLockModel,
+    DependentModel,
+    TestRecordModel,
+    AuditModel,
+    UsageModel,
+    SubscriptionModel,
+    IdempotencyModel,
+)
+
+_bound: tuple[str, ...] | None = None
+
+
+def bind_models(settings: Settings) -> None:
+    """Point every model at its table for this deployment (idempotent, no I/O)."""
+    global _bound
+    names = tuple(getattr(settings.tables, m.Meta.env_key) for m in ALL_MODELS)  # type: ignore[attr-defined]
+    if _bound == names:
+        return
+    for model, table in zip(ALL_MODELS, names, strict=True):
+        model.Meta.table_name = table
+        model.Meta.region = settings.region
+        model._connection = None  # drop a connection bound to an older name
+    _bound = names

@@ -1,0 +1,636 @@
+"""Connections: one user's credentials and preferences for one provider.
+
+Secrets are write-only: they are sealed on the way in (``chalicelib.crypto``) and only opened
+to call a provider. Responses carry ``credentials_masked``; the last four characters of each
+secret (for keys of 12 characters and more) are kept beside the sealed blob for that purpose.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from chalicelib.crypto import Binding, EnvelopeCipher, Sealed
+from chalicelib.data.connections_repo import (
+    ConnectionRepository,
+    DependentExists,
+    DependentMissing,
+    NameTaken,
+    VersionConflict,
+)
+from chalicelib.data.models import ConnectionModel, DependentModel, SealedAttribute
+from chalicelib.data.paging import BadCursor, Page
+from chalicelib.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from chalicelib.observability import secrets as secret_registry
+from chalicelib.services.audit import AuditService
+from chalicelib.services.common import Caller, iso, new_id, parse_iso, utcnow
+from chalicelib.services.providers import ProviderService
+from chalicelib.services.validation import Strict, parse
+from chalicelib.settings import Settings
+
+MASK = "\u2022" * 8
+MIN_HINT_LEN = 12
+EXPORT_FORMAT = "llm-connections-export"
+MAX_IMPORT = 40
+
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+Model = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
+Url = Annotated[str, Field(min_length=1, max_length=2048)]
+
+
+class ConnSettings(Strict):
+    timeout_seconds: Annotated[int, Field(ge=1, le=300)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=10)] | None = None
+    rate_limit_rpm: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=5)] | None = None
+    monthly_request_quota: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
+    monthly_token_quota: Annotated[int, Field(ge=1, le=1_000_000_000_000)] | None = None
+    probe_model_daily: bool | None = None
+
+
+class ConnectionCreate(Strict):
+    name: Name
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    provider: Annotated[str, Field(min_length=1, max_length=40)]
+    credentials: dict[str, Any]
+    default_model: Model | None = None
+    base_url: Url | None = None
+    settings: ConnSettings | None = None
+
+
+class ConnectionPatch(Strict):
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    provider: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    credentials: dict[str, Any] | None = None
+    default_model: Model | None = None
+    base_url: Url | None = None
+    settings: ConnSettings | None = None
+
+
+class ImportEntry(Strict):
+    name: Name
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    provider: Annotated[str, Field(min_length=1, max_length=40)]
+    credentials: dict[str, Any] | None = None
+    default_model: Model | None = None
+    base_url: Url | None = None
+    settings: ConnSettings | None = None
+
+
+class ImportDocument(Strict):
+    format: str
+    version: int
+    exported_at: str | None = None
+    connections: Annotated[list[ImportEntry], Field(min_length=1, max_length=MAX_IMPORT)]
+
+
+class DependentBody(Strict):
+    kind: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")]
+    display_name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def name_key(name: str) -> str:
+    return name.strip().casefold()
+
+
+def mask(value: str) -> str:
+    return MASK + value[-4:] if len(value) >= MIN_HINT_LEN else MASK
+
+
+def looks_masked(value: str) -> bool:
+    return "\u2022" in value or value.startswith("****")
+
+
+def etag(version: int) -> str:
+    return f'"v{version}"'
+
+
+def parse_if_match(raw: str | None) -> int | None:
+    """``"v3"`` (or ``W/"v3"``) to 3; ``*`` or absent to None."""
+    if raw is None or raw.strip() == "*":
+        return None
+    m = re.fullmatch(r'\s*(?:W/)?"v(\d{1,12})"\s*', raw)
+    if not m:
+        raise PreconditionFailed("If-Match does not name a version of this resource")
+    return int(m.group(1))
+
+
+class ConnectionService:
+    def __init__(
+        self,
+        repo: ConnectionRepository,
+        providers: ProviderService,
+        audit: AuditService,
+        cipher_factory: Callable[[], EnvelopeCipher],
+        settings: Settings,
+        url_check: Callable[[str], None],
+    ) -> None:
+        self._repo = repo
+        self._providers = providers
+        self._audit = audit
+        self._cipher_factory = cipher_factory
+        self._settings = settings
+        self._url_check = url_check
+
+    # reads --------------------------------------------------------------------------
+
+    def get(self, caller: Caller, connection_id: str) -> ConnectionModel:
+        """Load a connection the caller may act on; anything else is the same 404."""
+        item = self._repo.get(connection_id) if _plausible_id(connection_id) else None
+        if item is None:
+            raise NotFound("connection not found")
+        if item.owner != caller.user_id and not caller.is_admin:
+            self._audit.record(caller, "connection.access", f"connection:{connection_id}",
+                               outcome="denied", detail={"reason": "not owner"})
+            raise NotFound("connection not found")
+        if item.owner != caller.user_id:
+            self._audit.record(caller, "connection.read", f"connection:{connection_id}",
+                               target_owner=item.owner)
+        return item
+
+    def list(self, caller: Caller, *, owner: str | None, cursor: str | None,
+             limit: int) -> Page[dict[str, Any]]:
+        target = caller.user_id
+        if owner and owner != caller.user_id:
+            if not caller.is_admin:
+                self._audit.record(caller, "connection.list", f"owner:{owner}",
+                                   outcome="denied")
+                raise NotFound("no such owner")
+            target = owner
+            self._audit.record(caller, "connection.list", f"owner:{owner}", target_owner=owner)
+        try:
+            page = self._repo.list_by_owner(target, cursor=cursor, limit=limit)
+        except BadCursor as exc:
+            raise InvalidInput(str(exc), field="cursor") from None
+        return Page([self.view(i) for i in page.items], page.next_cursor)
+
+    # create -------------------------------------------------------------------------
+
+    def create(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        data = parse(ConnectionCreate, body)
+        provider = self._provider_for_new(data.provider)
+        base_url = self._check_base_url(data.base_url, provider)
+        public, secret_values = self._check_credentials(provider, data.credentials,
+                                                        require_all=True)
+        conn_settings = self._check_settings(provider, data.settings, None)
+        now = utcnow()
+        cid = new_id("conn")
+        owner = caller.user_id
+        sealed = self._cipher_factory().seal(
+            secret_values, Binding(owner, cid, provider.id, base_url)
+        )
+        item = ConnectionModel(
+            id=cid, owner=owner, name=data.name.strip(), name_key=name_key(data.name),
+            description=data.description, provider=provider.id, base_url=base_url,
+            default_model=data.default_model, settings=conn_settings,
+            credentials_public=public,
+            secret_fields={k: _hint(v) for k, v in secret_values.items()},
+            sealed=_to_attr(sealed), needs_credentials=False, status="untested",
+            created_at=iso(now), updated_at=iso(now), credentials_updated_at=iso(now),
+            version=1, dependents_count=0, due_shard=self._shard(cid), last_tested_at="0",
+        )
+        audit = self._audit.event(caller, "connection.create", f"connection:{cid}",
+                                  target_owner=owner, changed_fields=sorted(body))
+        try:
+            self._repo.create(item, audit)
+        except NameTaken:
+            raise Conflict("you already have a connection with this name", field="name",
+                           code="name_taken") from None
+        return self.view(item)
+
+    # update -------------------------------------------------------------------------
+
+    def update(self, caller: Caller, connection_id: str, body: dict[str, Any],
+               if_match: int | None) -> dict[str, Any]:
+        """Apply a PATCH. Without If-Match a lost race is retried on fresh data, so no
+        update is ever lost; with If-Match a stale version is a 412."""
+        data = parse(ConnectionPatch, body)
+        if not body:
+            raise InvalidInput("nothing to change", field="body")
+        for _attempt in range(5):
+            item = self.get(caller, connection_id)
+            if if_match is not None and if_match != item.version:
+                raise PreconditionFailed("the connection changed since you read it")
+            try:
+                return self._apply_patch(caller, item, data, body)
+            except VersionConflict:
+                if if_match is not None:
+                    raise PreconditionFailed("the connection changed since you read it") from None
+                time.sleep(0.02)
+        raise Conflict("the connection is being changed by another request; try again",
+                       code="busy")
+
+    def _apply_patch(self, caller: Caller, item: ConnectionModel, data: ConnectionPatch,
+                     body: dict[str, Any]) -> dict[str, Any]:
+        fields = set(body)
+        provider_id = data.provider if "provider" in fields and data.provider else item.provider
+        provider_changed = provider_id != item.provider
+        provider = (self._provider_for_new(provider_id) if provider_changed
+                    else self._provider_any(provider_id))
+        base_url = item.base_url
+        if "base_url" in fields:
+            base_url = data.base_url
+        if provider_changed or "base_url" in fields:
+            base_url = self._check_base_url(base_url, provider)
+        endpoint_changed = provider_changed or (base_url or None) != (item.base_url or None)
+
+        actions: list[Any] = []
+        M = ConnectionModel
+        now = utcnow()
+        new_name: str | None = None
+        if "name" in fields:
+            if data.name is None:
+                raise InvalidInput("name cannot be empty", field="name")
+            new_name = data.name.strip()
+            actions += [M.name.set(new_name), M.name_key.set(name_key(new_name))]
+        if "description" in fields:
+            actions.append(M.description.set(data.description) if data.description
+                           else M.description.remove())
+        if "default_model" in fields:
+            actions.append(M.default_model.set(data.default_model) if data.default_model
+                           else M.default_model.remove())
+        if "settings" in fields:
+            merged = self._check_settings(provider, data.settings, item.settings)
+            actions.append(M.settings.set(merged))
+        elif provider_changed:
+            actions.append(M.settings.set(self._check_settings(provider, None, item.settings)))
+
+        creds: dict[str, Any] = (data.credentials or {}) if "credentials" in fields else {}
+        secret_names = {f["name"] for f in provider.credential_fields if f["secret"]}
+        required_secrets = {f["name"] for f in provider.credential_fields
+                            if f["secret"] and f.get("required")}
+        given_secrets = {k for k in creds if k in secret_names}
+        keep: dict[str, str] | None = None
+        if endpoint_changed:
+            # A stored key is never redirected to a new host: the secret must come again.
+            missing = sorted(required_secrets - given_secrets)
+            if missing:
+                raise InvalidInput(
+                    "changing provider or base_url requires the secret again "
+                    f"(credentials.{missing[0]})", field=f"credentials.{missing[0]}")
+            keep = {}
+        elif given_secrets:
+            missing = sorted(required_secrets - given_secrets)
+            if missing and item.sealed is None:
+                raise InvalidInput(f"credentials.{missing[0]} is required",
+                                   field=f"credentials.{missing[0]}")
+            keep = self.open_secrets(item) if missing else {}
+        if creds or endpoint_changed:
+            public_base = {} if provider_changed else dict(item.credentials_public or {})
+            merged_public, new_secrets = self._check_credentials(
+                provider, creds, require_all=False, existing_public=public_base)
+            for f in provider.credential_fields:
+                if not f["secret"] and f.get("required") and f["name"] not in merged_public:
+                    raise InvalidInput(f"credentials.{f['name']} is required",
+                                       field=f"credentials.{f['name']}")
+            actions.append(M.credentials_public.set(merged_public))
+            if keep is not None:
+                secret_values = {k: v for k, v in keep.items() if k in secret_names}
+                secret_values.update(new_secrets)
+                sealed = self._cipher_factory().seal(
+                    secret_values, Binding(item.owner, item.id, provider.id, base_url))
+                actions += [
+                    M.sealed.set(_to_attr(sealed)),
+                    M.secret_fields.set({k: _hint(v) for k, v in secret_values.items()}),
+                    M.credentials_updated_at.set(iso(now)),
+                    M.needs_credentials.set(False),
+                    M.status.set("untested"),
+                    M.status_message.remove(),
+                    M.due_shard.set(self._shard(item.id)),
+                    M.last_tested_at.set("0"),
+                ]
+        if provider_changed:
+            actions.append(M.provider.set(provider.id))
+        if "base_url" in fields or provider_changed:
+            actions.append(M.base_url.set(base_url) if base_url else M.base_url.remove())
+        actions += [M.updated_at.set(iso(now)), M.version.set(item.version + 1)]
+
+        audit = self._audit.event(caller, "connection.update", f"connection:{item.id}",
+                                  target_owner=item.owner, changed_fields=sorted(fields))
+        rename_from = None
+        if new_name is not None and name_key(new_name) != item.name_key:
+            rename_from = item.name_key
+        old_name_key = item.name_key
+        if new_name is not None:
+            item.name, item.name_key = new_name, name_key(new_name)
+        try:
+            self._repo.update(item, actions, item.version, audit, rename_from=rename_from)
+        except NameTaken:
+            item.name_key = old_name_key
+            raise Conflict("you already have a connection with this name", field="name",
+                           code="name_taken") from None
+        fresh = self._repo.get(item.id)
+        if fresh is None:
+            raise NotFound("connection not found")
+        return self.view(fresh)
+
+    # delete -------------------------------------------------------------------------
+
+    def delete(self, caller: Caller, connection_id: str, if_match: int | None,
+               force: bool) -> None:
+        for _attempt in range(5):
+            item = self.get(caller, connection_id)
+            if if_match is not None and if_match != item.version:
+                raise PreconditionFailed("the connection changed since you read it")
+            if item.dependents_count and not force:
+                deps = self._repo.dependents(item.id)
+                raise Conflict(
+                    "prompts still use this connection; remove them or delete with force=true",
+                    code="has_dependents",
+                    details={"dependents": [_dep_view(d) for d in deps]},
+                )
+            audit = self._audit.event(caller, "connection.delete", f"connection:{item.id}",
+                                      target_owner=item.owner,
+                                      detail={"forced": bool(force and item.dependents_count)})
+            try:
+                self._repo.delete(item, item.version, audit, force=force)
+            except VersionConflict:
+                if if_match is not None:
+                    raise PreconditionFailed("the connection changed since you read it") from None
+                continue
+            if force and item.dependents_count:
+                self._repo.purge_dependents(item.id)
+            return
+        raise Conflict("the connection is being changed by another request; try again",
+                       code="busy")
+
+    # dependents ---------------------------------------------------------------------
+
+    def put_dependent(self, caller: Caller, connection_id: str, dependent_id: str,
+                      body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", dependent_id):
+            raise InvalidInput("dependent id must be 1-128 letters, digits or ._:-",
+                               field="dependent_id")
+        data = parse(DependentBody, body)
+        item = self.get(caller, connection_id)
+        dep = DependentModel(connection_id=item.id, dependent_id=dependent_id, kind=data.kind,
+                             display_name=data.display_name, owner=item.owner,
+                             created_at=iso(utcnow()))
+        created = True
+        try:
+            self._repo.add_dependent(dep)
+        except DependentExists:
+            self._repo.refresh_dependent(dep)
+            created = False
+        except VersionConflict:
+            raise NotFound("connection not found") from None
+        self._audit.record(caller, "connection.dependent.put", f"connection:{item.id}",
+                           target_owner=item.owner, detail={"dependent_id": dependent_id})
+        return _dep_view(dep), created
+
+    def delete_dependent(self, caller: Caller, connection_id: str, dependent_id: str) -> None:
+        item = self.get(caller, connection_id)
+        try:
+            self._repo.remove_dependent(item.id, dependent_id)
+        except DependentMissing:
+            raise NotFound("dependent not found") from None
+        self._audit.record(caller, "connection.dependent.delete", f"connection:{item.id}",
+                           target_owner=item.owner, detail={"dependent_id": dependent_id})
+
+    def list_dependents(self, caller: Caller, connection_id: str) -> list[dict[str, Any]]:
+        item = self.get(caller, connection_id)
+        return [_dep_view(d) for d in self._repo.dependents(item.id)]
+
+    # export / import ----------------------------------------------------------------
+
+    def export(self, caller: Caller) -> dict[str, Any]:
+        entries = []
+        for item in self._repo.iter_by_owner(caller.user_id):
+            entries.append({
+                "name": item.name,
+                "description": item.description,
+                "provider": item.provider,
+                "base_url": item.base_url,
+                "default_model": item.default_model,
+                "settings": item.settings or {},
+                # Non-secret fields only; secrets never leave.
+                "credentials": dict(item.credentials_public or {}),
+            })
+        self._audit.record(caller, "connection.export", f"owner:{caller.user_id}",
+                           target_owner=caller.user_id, detail={"count": len(entries)})
+        return {"format": EXPORT_FORMAT, "version": 1, "exported_at": iso(utcnow()),
+                "connections": entries}
+
+    def import_(self, caller: Caller, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """Create every entry or none; each is left untested until its secret is supplied."""
+        doc = parse(ImportDocument, body)
+        if doc.format != EXPORT_FORMAT or doc.version != 1:
+            raise InvalidInput(f"format must be {EXPORT_FORMAT!r} version 1", field="format")
+        seen: set[str] = set()
+        items = []
+        now = iso(utcnow())
+        for idx, entry in enumerate(doc.connections):
+            where = f"connections[{idx}]"
+            key = name_key(entry.name)
+            if key in seen:
+                raise InvalidInput("duplicate name in the document", field=f"{where}.name")
+            seen.add(key)
+            try:
+                provider = self._provider_for_new(entry.provider)
+                base_url = self._check_base_url(entry.base_url, provider)
+                public, secrets = self._check_credentials(provider, entry.credentials or {},
+                                                          require_all=False)
+                conn_settings = self._check_settings(provider, entry.settings, None)
+            except (InvalidInput, Unprocessable) as exc:
+                exc.field = f"{where}.{exc.field}" if exc.field else where
+                raise
+            if secrets:
+                raise InvalidInput("an import document never carries secrets",
+                                   field=f"{where}.credentials")
+            cid = new_id("conn")
+            items.append(ConnectionModel(
+                id=cid, owner=caller.user_id, name=entry.name.strip(), name_key=key,
+                description=entry.description, provider=provider.id, base_url=base_url,
+                default_model=entry.default_model, settings=conn_settings,
+                credentials_public=public, secret_fields={}, sealed=None,
+                needs_credentials=True, status="untested", created_at=now, updated_at=now,
+                version=1, dependents_count=0,
+            ))
+        audit = self._audit.event(caller, "connection.import", f"owner:{caller.user_id}",
+                                  target_owner=caller.user_id,
+                                  detail={"count": len(items), "ids": [i.id for i in items]})
+        try:
+            self._repo.create_many(items, audit)
+        except NameTaken as exc:
+            raise Conflict(f"you already have a connection named {exc.args[0]!r}",
+                           field="connections", code="name_taken") from None
+        return [self.view(i) for i in items]
+
+    # secrets ------------------------------------------------------------------------
+
+    def open_secrets(self, item: ConnectionModel) -> dict[str, str]:
+        """Decrypt the connection's secret fields (a KMS call); registers them for redaction."""
+        if item.sealed is None:
+            raise Unprocessable("this connection has no credentials yet; supply them first",
+                                field="credentials", code="needs_credentials")
+        s = item.sealed
+        sealed = Sealed(int(s.v), s.kid, bytes(s.wdk), bytes(s.nonce), bytes(s.ct))
+        values = self._cipher_factory().open(
+            sealed, Binding(item.owner, item.id, item.provider, item.base_url)
+        )
+        secret_registry.add(*values.values())
+        return values
+
+    # helpers ------------------------------------------------------------------------
+
+    def _provider_any(self, provider_id: str) -> Any:
+        provider = self._providers.get_model(provider_id)
+        if provider is None:
+            raise Unprocessable(f"provider {provider_id!r} no longer exists", field="provider",
+                                code="provider_disabled")
+        return provider
+
+    def _provider_for_new(self, provider_id: str) -> Any:
+        provider = self._providers.get_model(provider_id)
+        if provider is None:
+            raise InvalidInput(f"unknown provider {provider_id!r}", field="provider")
+        if not provider.enabled:
+            raise Unprocessable(
+                f"provider {provider_id!r} is disabled by an administrator: existing "
+                "connections are kept, new ones cannot be created",
+                field="provider", code="provider_disabled",
+            )
+        return provider
+
+    def _check_base_url(self, base_url: str | None, provider: Any) -> str | None:
+        if not base_url:
+            if provider.base_url_required:
+                raise InvalidInput(f"base_url is required for provider {provider.id!r}",
+                                   field="base_url")
+            return None
+        try:
+            self._url_check(base_url)
+        except ValueError as exc:
+            raise InvalidInput(f"base_url is not allowed: {exc}", field="base_url") from None
+        return base_url.rstrip("/")
+
+    def _check_credentials(
+        self, provider: Any, creds: dict[str, Any], *, require_all: bool,
+        existing_public: dict[str, str] | None = None,
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        spec = {f["name"]: f for f in provider.credential_fields}
+        public = dict(existing_public or {})
+        secrets: dict[str, str] = {}
+        for key, value in creds.items():
+            where = f"credentials.{key}"
+            field = spec.get(key)
+            if field is None:
+                raise InvalidInput(f"{where} is not a field of provider {provider.id!r}",
+                                   field=where)
+            if value is None and not field["secret"] and not field.get("required"):
+                public.pop(key, None)
+                continue
+            if not isinstance(value, str):
+                raise InvalidInput(f"{where} must be a string", field=where)
+            if field["secret"] and looks_masked(value):
+                raise InvalidInput(f"{where} is a masked value; send the secret itself or "
+                                   "leave the field out to keep the stored one", field=where)
+            if field.get("pattern") and not re.fullmatch(field["pattern"], value):
+                if field["secret"]:
+                    secret_registry.add(value)
+                raise InvalidInput(f"{where} is not in the expected format "
+                                   f"({field['label']})", field=where)
+            if field["secret"]:
+                secret_registry.add(value)
+                secrets[key] = value
+            else:
+                public[key] = value
+        if require_all:
+            for name, field in spec.items():
+                if field.get("required") and name not in secrets and name not in public:
+                    raise InvalidInput(f"credentials.{name} is required",
+                                       field=f"credentials.{name}")
+        return public, secrets
+
+    def _check_settings(self, provider: Any, given: ConnSettings | None,
+                        current: dict[str, Any] | None) -> dict[str, Any]:
+        defaults = provider.default_settings or {}
+        merged: dict[str, Any] = {
+            "timeout_seconds": defaults.get("timeout_seconds", 30),
+            "max_retries": defaults.get("max_retries", 3),
+        }
+        merged.update(current or {})
+        if given is not None:
+            for key, value in given.model_dump(exclude_unset=True).items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+        temp = merged.get("temperature")
+        lo = float(defaults.get("temperature_min", 0.0))
+        hi = float(defaults.get("temperature_max", 2.0))
+        if temp is not None and not lo <= float(temp) <= hi:
+            raise InvalidInput(f"settings.temperature must be between {lo} and {hi} for "
+                               f"provider {provider.id!r}", field="settings.temperature")
+        return merged
+
+    def _shard(self, cid: str) -> str:
+        import zlib
+
+        return f"s{zlib.crc32(cid.encode()) % self._settings.daily_shards}"
+
+    def view(self, item: ConnectionModel) -> dict[str, Any]:
+        """The public shape of a connection: never a secret."""
+        masked: dict[str, Any] = dict(item.credentials_public or {})
+        for key, hint in (item.secret_fields or {}).items():
+            masked[key] = MASK + hint if hint else MASK
+        rotation_due = False
+        if item.credentials_updated_at:
+            age = utcnow() - parse_iso(item.credentials_updated_at)
+            rotation_due = age > timedelta(days=self._settings.rotation_days)
+        last_tested = item.last_tested_at if item.last_tested_at not in (None, "0") else None
+        last_test = item.last_test or None
+        return {
+            "id": item.id,
+            "owner": item.owner,
+            "name": item.name,
+            "description": item.description,
+            "provider": item.provider,
+            "base_url": item.base_url,
+            "default_model": item.default_model,
+            "settings": item.settings or {},
+            "credentials_masked": masked,
+            "needs_credentials": bool(item.needs_credentials),
+            "status": item.status,
+            "status_message": item.status_message,
+            "available_models": item.available_models or [],
+            "last_tested_at": last_tested,
+            "last_test": last_test,
+            "latency_ms": (last_test or {}).get("latency_ms"),
+            "dependents_count": int(item.dependents_count or 0),
+            "created_at": item.created_at,
+            "updated_at": item.updated_at,
+            "credentials_updated_at": item.credentials_updated_at,
+            "rotation_due": rotation_due,
+            "version": int(item.version),
+        }
+
+
+def _plausible_id(value: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value))
+
+
+def _hint(value: str) -> str:
+    return value[-4:] if len(value) >= MIN_HINT_LEN else ""
+
+
+def _to_attr(s: Sealed) -> SealedAttribute:
+    return SealedAttribute(v=s.v, kid=s.kid, wdk=s.wdk, nonce=s.nonce, ct=s.ct)
+
+
+def _dep_view(d: DependentModel) -> dict[str, Any]:
+    return {"id": d.dependent_id, "kind": d.kind, "display_name": d.display_name,
+            "created_at": d.created_at}

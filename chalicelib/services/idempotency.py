@@ -1,0 +1,75 @@
+"""``Idempotency-Key`` for creates, with Powertools idempotency, scoped to the caller.
+
+The key is hashed with the caller's id, and the request body is validated against the first
+use: the same key with another body is a conflict, never a second resource.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.errors import Conflict, InvalidInput
+
+
+class IdempotentRunner:
+    def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
+        self._table = table_name
+        self._client_factory = client_factory
+        self._persistence: Any = None
+        self._config: Any = None
+
+    def _setup(self) -> None:
+        if self._persistence is None:
+            from aws_lambda_powertools.utilities.idempotency import (
+                DynamoDBPersistenceLayer,
+                IdempotencyConfig,
+            )
+
+            self._persistence = DynamoDBPersistenceLayer(
+                table_name=self._table, boto3_client=self._client_factory()
+            )
+            self._config = IdempotencyConfig(
+                event_key_jmespath="[scope, owner, key]",
+                payload_validation_jmespath="body",
+                raise_on_no_idempotency_key=True,
+                expires_after_seconds=24 * 3600,
+                hash_function="sha256",
+            )
+
+    def run(self, scope: str, owner: str, key: str, body: dict[str, Any],
+            fn: Callable[[dict[str, Any]], dict[str, Any]], *, wait_seconds: float = 10.0
+            ) -> dict[str, Any]:
+        """Run ``fn(body)`` once per (scope, owner, key); replays return the first result."""
+        from aws_lambda_powertools.utilities.idempotency import idempotent_function
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyValidationError,
+        )
+
+        if not key or len(key) > 255 or not key.isprintable():
+            raise InvalidInput("Idempotency-Key must be 1-255 printable characters",
+                               field="Idempotency-Key")
+        self._setup()
+
+        @idempotent_function(data_keyword_argument="request", config=self._config,
+                             persistence_store=self._persistence)
+        def once(request: dict[str, Any]) -> dict[str, Any]:
+            return fn(request["body"])
+
+        deadline = time.monotonic() + wait_seconds
+        delay = 0.05
+        while True:
+            try:
+                return once(request={"scope": scope, "owner": owner, "key": key, "body": body})
+            except IdempotencyValidationError:
+                raise Conflict("this Idempotency-Key was used with a different request body",
+                               field="Idempotency-Key", code="idempotency_key_reused") from None
+            except IdempotencyAlreadyInProgressError:
+                # A concurrent retry: wait for the first request's result instead of failing.
+                if time.monotonic() > deadline:
+                    raise Conflict("a request with this Idempotency-Key is still in progress",
+                                   field="Idempotency-Key", code="in_progress") from None
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)

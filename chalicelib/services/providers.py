@@ -1,0 +1,198 @@
+"""The provider catalogue: readable by everyone, managed by admins, audited."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from chalicelib.data.models import ProviderModel
+from chalicelib.data.paging import BadCursor, Page
+from chalicelib.data.providers_repo import ProviderExists, ProviderRepository, StaleProvider
+from chalicelib.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed
+from chalicelib.services.audit import AuditService
+from chalicelib.services.common import Caller, iso, utcnow
+from chalicelib.services.validation import Strict, parse
+
+ADAPTERS = ("openai", "anthropic", "azure_openai", "bedrock", "google", "cohere")
+Adapter = Literal["openai", "anthropic", "azure_openai", "bedrock", "google", "cohere"]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,39}$")]
+
+
+class CredentialField(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    label: Annotated[str, Field(min_length=1, max_length=100)]
+    secret: bool
+    required: bool = False
+    pattern: Annotated[str, Field(max_length=300)] | None = None
+    help: Annotated[str, Field(max_length=500)] | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc.msg})") from None
+        return value
+
+
+class DefaultSettings(Strict):
+    timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 30
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    slow_threshold_ms: Annotated[int, Field(ge=100, le=300_000)] = 5000
+    temperature_min: Annotated[float, Field(ge=0, le=5)] = 0.0
+    temperature_max: Annotated[float, Field(ge=0, le=5)] = 2.0
+
+    @model_validator(mode="after")
+    def _range(self) -> DefaultSettings:
+        if self.temperature_min > self.temperature_max:
+            raise ValueError("temperature_min must not exceed temperature_max")
+        return self
+
+
+Url = Annotated[str, Field(min_length=8, max_length=2048, pattern=r"^https?://")]
+
+
+class ProviderBody(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    adapter: Adapter
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    base_url: Url | None = None
+    base_url_required: bool = False
+    credential_fields: Annotated[list[CredentialField], Field(min_length=1, max_length=12)]
+    default_settings: DefaultSettings = DefaultSettings()
+    known_models: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]],
+                            Field(max_length=500)] | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _fields_unique(self) -> ProviderBody:
+        names = [f.name for f in self.credential_fields]
+        if len(names) != len(set(names)):
+            raise ValueError("credential field names must be unique")
+        if not any(f.secret for f in self.credential_fields):
+            raise ValueError("at least one credential field must be secret")
+        if not self.base_url and not self.base_url_required and self.adapter != "bedrock":
+            raise ValueError("base_url is required unless connections must give their own")
+        return self
+
+
+class ProviderCreate(ProviderBody):
+    id: Slug
+
+
+class ProviderService:
+    def __init__(self, repo: ProviderRepository, audit: AuditService) -> None:
+        self._repo = repo
+        self._audit = audit
+
+    def get_model(self, provider_id: str) -> ProviderModel | None:
+        return self._repo.get(provider_id)
+
+    def list(self, *, cursor: str | None, limit: int) -> Page[dict[str, Any]]:
+        try:
+            page = self._repo.list(cursor=cursor, limit=limit)
+        except BadCursor as exc:
+            raise InvalidInput(str(exc), field="cursor") from None
+        return Page([to_view(p) for p in page.items], page.next_cursor)
+
+    def get(self, provider_id: str) -> dict[str, Any]:
+        item = self._repo.get(provider_id)
+        if item is None:
+            raise NotFound(f"provider {provider_id!r} does not exist")
+        return to_view(item)
+
+    def create(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        _admin(caller)
+        data = parse(ProviderCreate, body)
+        now = iso(utcnow())
+        item = _to_model(data.id, data, version=1, created_at=now, updated_at=now)
+        try:
+            self._repo.create(item)
+        except ProviderExists:
+            raise Conflict(f"provider {data.id!r} already exists", field="id",
+                           code="already_exists") from None
+        self._audit.record(caller, "provider.create", f"provider:{data.id}",
+                           changed_fields=sorted(body))
+        return to_view(item)
+
+    def replace(self, caller: Caller, provider_id: str, body: dict[str, Any],
+                if_match: int | None, *, partial: bool) -> dict[str, Any]:
+        _admin(caller)
+        current = self._repo.get(provider_id)
+        if current is None:
+            raise NotFound(f"provider {provider_id!r} does not exist")
+        if if_match is not None and if_match != current.version:
+            raise PreconditionFailed("the provider changed since you read it")
+        if "id" in body and body["id"] != provider_id:
+            raise InvalidInput("id cannot be changed", field="id")
+        body = {k: v for k, v in body.items() if k != "id"}
+        merged = {**_to_body(current), **body} if partial else body
+        data = parse(ProviderBody, merged)
+        item = _to_model(provider_id, data, version=current.version + 1,
+                         created_at=current.created_at, updated_at=iso(utcnow()))
+        try:
+            self._repo.replace(item, current.version)
+        except StaleProvider:
+            raise PreconditionFailed("the provider changed since you read it") from None
+        self._audit.record(caller, "provider.update", f"provider:{provider_id}",
+                           changed_fields=sorted(body))
+        return to_view(item)
+
+    def delete(self, caller: Caller, provider_id: str, if_match: int | None) -> None:
+        _admin(caller)
+        current = self._repo.get(provider_id)
+        if current is None:
+            raise NotFound(f"provider {provider_id!r} does not exist")
+        if if_match is not None and if_match != current.version:
+            raise PreconditionFailed("the provider changed since you read it")
+        try:
+            self._repo.delete(current, current.version)
+        except StaleProvider:
+            raise PreconditionFailed("the provider changed since you read it") from None
+        self._audit.record(caller, "provider.delete", f"provider:{provider_id}")
+
+    def seed(self, providers: list[dict[str, Any]]) -> int:
+        """Insert missing seed providers; returns how many were added."""
+        added = 0
+        now = iso(utcnow())
+        for raw in providers:
+            data = parse(ProviderCreate, raw)
+            added += self._repo.seed(_to_model(data.id, data, version=1, created_at=now,
+                                               updated_at=now))
+        return added
+
+
+def _admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise Forbidden("only administrators may change the provider catalogue")
+
+
+def _to_model(pid: str, data: ProviderBody, *, version: int, created_at: str,
+              updated_at: str) -> ProviderModel:
+    return ProviderModel(
+        pk="provider", id=pid, name=data.name, adapter=data.adapter,
+        description=data.description, base_url=data.base_url,
+        base_url_required=data.base_url_required,
+        credential_fields=[f.model_dump() for f in data.credential_fields],
+        default_settings=data.default_settings.model_dump(),
+        known_models=data.known_models, enabled=data.enabled, version=version,
+        created_at=created_at, updated_at=updated_at,
+    )
+
+
+def _to_body(p: ProviderModel) -> dict[str, Any]:
+    return {
+        "name": p.name, "adapter": p.adapter, "description": p.description,
+        "base_url": p.base_url, "base_url_required": bool(p.base_url_required),
+        "credential_fields": p.credential_fields, "default_settings": p.default_settings,
+        "known_models": p.known_models, "enabled": bool(p.enabled),
+    }
+
+
+def to_view(p: ProviderModel) -> dict[str, Any]:
+    return {"id": p.id, **_to_body(p), "version": int(p.version),
+            "created_at": p.created_at, "updated_at": p.updated_at}

@@ -1,0 +1,132 @@
+"""Typed settings, read from the environment once.
+
+Every AWS endpoint comes from the standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``
+variables, which botocore reads itself: nothing here (or anywhere) switches code paths between
+the local emulator and the cloud.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+STAGES = ("local", "dev", "prod")
+
+
+class SettingsError(RuntimeError):
+    """A required setting is missing or malformed (a deployment mistake, not a user error)."""
+
+
+def _req(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"environment variable {name} is required")
+    return value
+
+
+def _int(name: str, default: int, lo: int, hi: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer") from exc
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in ("1", "true", "yes", "on")
+
+
+def _csv(name: str) -> frozenset[str]:
+    return frozenset(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Tables:
+    providers: str
+    connections: str
+    names: str
+    dependents: str
+    tests: str
+    audit: str
+    idempotency: str
+    usage: str
+    subscriptions: str
+
+
+# The environment variable behind each table name; infra and the local bootstrap use this map.
+TABLE_ENV: dict[str, str] = {
+    "providers": "PROVIDERS_TABLE",
+    "connections": "CONNECTIONS_TABLE",
+    "names": "NAMES_TABLE",
+    "dependents": "DEPENDENTS_TABLE",
+    "tests": "TESTS_TABLE",
+    "audit": "AUDIT_TABLE",
+    "idempotency": "IDEMPOTENCY_TABLE",
+    "usage": "USAGE_TABLE",
+    "subscriptions": "SUBSCRIPTIONS_TABLE",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    version: str
+    region: str
+    tables: Tables
+    kms_key_id: str
+    alerts_topic_arn: str
+    work_queue_url: str
+    jwt_issuer: str
+    jwt_audience: str
+    jwks_url: str
+    admin_group: str = "admins"
+    outbound_allow_hosts: frozenset[str] = field(default_factory=frozenset)
+    outbound_allow_http: bool = False
+    audit_ttl_days: int = 400
+    test_history_ttl_days: int = 90
+    rotation_days: int = 90
+    alert_reminder_days: int = 7
+    max_body_bytes: int = 64 * 1024
+    daily_shards: int = 8
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Build the settings from the environment (once per process)."""
+    stage = _req("STAGE")
+    if stage not in STAGES:
+        raise SettingsError(f"STAGE must be one of {', '.join(STAGES)}")
+    allow_hosts = _csv("OUTBOUND_ALLOW_HOSTS")
+    allow_http = _bool("OUTBOUND_ALLOW_HTTP")
+    if stage != "local" and (allow_http or allow_hosts) and not _bool("OUTBOUND_ALLOW_UNSAFE"):
+        # Loopback/http allowlists exist for the fake providers; a cloud stage must opt in loudly.
+        raise SettingsError("OUTBOUND_ALLOW_* is only honoured in the local stage")
+    return Settings(
+        stage=stage,
+        version=os.environ.get("APP_VERSION", "0.1.0"),
+        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        tables=Tables(**{key: _req(env) for key, env in TABLE_ENV.items()}),
+        kms_key_id=_req("KMS_KEY_ID"),
+        alerts_topic_arn=_req("ALERTS_TOPIC_ARN"),
+        work_queue_url=_req("WORK_QUEUE_URL"),
+        jwt_issuer=_req("JWT_ISSUER"),
+        jwt_audience=_req("JWT_AUDIENCE"),
+        jwks_url=_req("JWKS_URL"),
+        admin_group=os.environ.get("ADMIN_GROUP", "admins"),
+        outbound_allow_hosts=allow_hosts,
+        outbound_allow_http=allow_http,
+        audit_ttl_days=_int("AUDIT_TTL_DAYS", 400, 1, 3650),
+        test_history_ttl_days=_int("TEST_HISTORY_TTL_DAYS", 90, 1, 3650),
+        rotation_days=_int("ROTATION_DAYS", 90, 1, 3650),
+        alert_reminder_days=_int("ALERT_REMINDER_DAYS", 7, 1, 365),
+        daily_shards=_int("DAILY_SHARDS", 8, 1, 256),
+    )

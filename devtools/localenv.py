@@ -1,0 +1,58 @@
+"""The local stage's environment: one definition used by `make run`, `make token`, the
+local tools and the end-to-end tests. Only loopback addresses appear here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from chalicelib.settings import TABLE_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = ROOT / ".local"
+JWT_DIR = STATE_DIR / "jwt"
+PREFIX = "llmc-local"
+ACCOUNT = "123456789012"  # moto's default account
+REGION = "us-east-1"
+ISSUER = "https://auth.local.llm-connections.invalid"
+AUDIENCE = "llm-connections-local"
+KMS_ALIAS = f"alias/{PREFIX}-secrets"
+TOPIC_NAME = f"{PREFIX}-alerts"
+WORK_QUEUE = f"{PREFIX}-work"
+DEAD_LETTER_QUEUE = f"{PREFIX}-work-dlq"
+INBOX_QUEUE = f"{PREFIX}-alerts-inbox"
+MAX_RECEIVES = 3
+
+
+def table_names() -> dict[str, str]:
+    return {env: f"{PREFIX}-{key}" for key, env in TABLE_ENV.items()}
+
+
+def environment(aws_port: int = 4566, jwt_dir: Path = JWT_DIR) -> dict[str, str]:
+    """Variables for every local process. AWS is reached through AWS_ENDPOINT_URL only."""
+    endpoint = f"http://127.0.0.1:{aws_port}"
+    return {
+        "STAGE": "local",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        # moto accepts any credentials; these are fixed dummies so no real profile is used.
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        **table_names(),
+        "KMS_KEY_ID": KMS_ALIAS,
+        "ALERTS_TOPIC_ARN": f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC_NAME}",
+        "WORK_QUEUE_URL": f"{endpoint}/{ACCOUNT}/{WORK_QUEUE}",
+        "JWT_ISSUER": ISSUER,
+        "JWT_AUDIENCE": AUDIENCE,
+        "JWKS_URL": (jwt_dir / "jwks.json").resolve().as_uri(),
+        "OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
+        "OUTBOUND_ALLOW_HTTP": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "LLMConnections",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_DEV": "false",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
