@@ -1,8 +1,21 @@
 """Wiring only: create the app, register blueprints, schedules and queue handlers."""
 
-from chalice import Chalice
+import os
 
-from chalicelib.api import audit, connections, http, meta, openapi, providers
+from chalice import Chalice, Cron, Rate  # noqa: F401 - Rate is for stages that prefer it
+
+from chalicelib.api import (
+    audit,
+    connections,
+    events,
+    http,
+    invoke,
+    meta,
+    notifications,
+    openapi,
+    providers,
+    testing,
+)
 
 app = Chalice(app_name="llm-connections")
 app.debug = False
@@ -12,5 +25,24 @@ http.install(app)
 app.register_blueprint(meta.bp)
 app.register_blueprint(providers.bp)
 app.register_blueprint(connections.bp)
+app.register_blueprint(testing.bp)
+app.register_blueprint(invoke.bp)
+app.register_blueprint(notifications.bp)
 app.register_blueprint(audit.bp)
 openapi.bind(app)
+
+# The schedule is fixed at package time; each stage sets it in .chalice/config.json and the
+# deploy passes it through (DAILY_SCHEDULE), defaulting to 06:00 UTC every day.
+DAILY_SCHEDULE = os.environ.get("DAILY_SCHEDULE", "cron(0 6 * * ? *)")
+WORK_QUEUE_NAME = os.environ.get("WORK_QUEUE_NAME", "llm-connections-work")
+
+
+@app.schedule(DAILY_SCHEDULE, name="run_daily")
+def run_daily(event: object) -> dict:
+    return events.run_daily()
+
+
+@app.on_sqs_message(queue=WORK_QUEUE_NAME, batch_size=10, name="test_worker")
+def test_worker(event: object) -> dict:
+    records = [(r.to_dict()["messageId"], r.body) for r in event]  # type: ignore[attr-defined]
+    return events.test_batch(records)

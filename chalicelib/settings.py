@@ -97,6 +97,8 @@ class Settings:
     alert_reminder_days: int = 7
     max_body_bytes: int = 64 * 1024
     daily_shards: int = 8
+    daily_lease_seconds: int = 600
+    invoke_cache_seconds: int = 300
 
 
 @lru_cache(maxsize=1)
@@ -129,4 +131,6 @@ def get_settings() -> Settings:
         rotation_days=_int("ROTATION_DAYS", 90, 1, 3650),
         alert_reminder_days=_int("ALERT_REMINDER_DAYS", 7, 1, 365),
         daily_shards=_int("DAILY_SHARDS", 8, 1, 256),
+        daily_lease_seconds=_int("DAILY_LEASE_SECONDS", 600, 30, 3600),
+        invoke_cache_seconds=_int("INVOKE_CACHE_SECONDS", 300, 0, 300),
     )

@@ -148,23 +148,33 @@ class BedrockModel:
 _TEXT_IMAGE = ("TEXT", "IMAGE")
 BEDROCK_CATALOG: tuple[BedrockModel, ...] = (
     BedrockModel(
-        "anthropic.claude-3-5-sonnet-20240620-v1:0", "Claude 3.5 Sonnet", "Anthropic",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "Claude 3.5 Sonnet",
+        "Anthropic",
         input_modalities=("TEXT", "IMAGE"),
     ),
     BedrockModel(
-        "anthropic.claude-3-haiku-20240307-v1:0", "Claude 3 Haiku", "Anthropic",
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "Claude 3 Haiku",
+        "Anthropic",
         input_modalities=("TEXT", "IMAGE"),
     ),
     # Listed, but the account has not been granted access: NOT_AUTHORIZED.
     BedrockModel(
-        "anthropic.claude-3-opus-20240229-v1:0", "Claude 3 Opus", "Anthropic",
-        input_modalities=("TEXT", "IMAGE"), authorized=False,
+        "anthropic.claude-3-opus-20240229-v1:0",
+        "Claude 3 Opus",
+        "Anthropic",
+        input_modalities=("TEXT", "IMAGE"),
+        authorized=False,
     ),
     BedrockModel("amazon.titan-text-express-v1", "Titan Text G1 - Express", "Amazon"),
     BedrockModel("amazon.titan-text-lite-v1", "Titan Text G1 - Lite", "Amazon", lifecycle="LEGACY"),
     BedrockModel(
-        "amazon.titan-embed-text-v2:0", "Titan Text Embeddings V2", "Amazon",
-        output_modalities=("EMBEDDING",), streaming=False,
+        "amazon.titan-embed-text-v2:0",
+        "Titan Text Embeddings V2",
+        "Amazon",
+        output_modalities=("EMBEDDING",),
+        streaming=False,
     ),
     BedrockModel("amazon.nova-pro-v1:0", "Nova Pro", "Amazon", input_modalities=_TEXT_IMAGE),
     BedrockModel("amazon.nova-lite-v1:0", "Nova Lite", "Amazon", input_modalities=_TEXT_IMAGE),
@@ -199,12 +209,25 @@ GOOGLE_CATALOG: tuple[GoogleModel, ...] = (
     GoogleModel("models/gemini-2.0-flash", "Gemini 2.0 Flash", "2.0", 1048576, 8192),
     GoogleModel("models/gemini-2.0-flash-lite", "Gemini 2.0 Flash-Lite", "2.0", 1048576, 8192),
     GoogleModel("models/gemini-flash-latest", "Gemini Flash Latest", "latest", 1048576, 65536),
-    GoogleModel("models/gemma-3-27b-it", "Gemma 3 27B", "001", 131072, 8192,
-                methods=("generateContent", "countTokens")),
-    GoogleModel("models/text-embedding-004", "Text Embedding 004", "004", 2048, 1,
-                methods=("embedContent",)),
-    GoogleModel("models/gemini-embedding-001", "Gemini Embedding 001", "001", 2048, 1,
-                methods=("embedContent", "countTextTokens", "countTokens")),
+    GoogleModel(
+        "models/gemma-3-27b-it",
+        "Gemma 3 27B",
+        "001",
+        131072,
+        8192,
+        methods=("generateContent", "countTokens"),
+    ),
+    GoogleModel(
+        "models/text-embedding-004", "Text Embedding 004", "004", 2048, 1, methods=("embedContent",)
+    ),
+    GoogleModel(
+        "models/gemini-embedding-001",
+        "Gemini Embedding 001",
+        "001",
+        2048,
+        1,
+        methods=("embedContent", "countTextTokens", "countTokens"),
+    ),
 )
 GOOGLE_DECOY: tuple[GoogleModel, ...] = (
     GoogleModel("models/gemini-1.0-pro", "Gemini 1.0 Pro", "001", 30720, 2048),

@@ -76,8 +76,9 @@ def _call(base_url: str, method: str, path: str, body: Any = None) -> Any:
         with urllib.request.urlopen(req, timeout=_TIMEOUT) as resp:
             return json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
-        raise ControlError(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}"
-                           ) from None
+        raise ControlError(
+            f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}"
+        ) from None
 
 
 def reset(base_url: str) -> None:
@@ -110,8 +111,16 @@ def requests(
     ``provider`` is an adapter name (``openai``, ``azure_openai``...), ``fingerprint`` the last
     4 characters of a key, ``since`` a ``seq`` number (only later requests are returned).
     """
-    params = {k: v for k, v in (("provider", provider), ("limit", limit),
-                                ("fingerprint", fingerprint), ("since", since)) if v is not None}
+    params = {
+        k: v
+        for k, v in (
+            ("provider", provider),
+            ("limit", limit),
+            ("fingerprint", fingerprint),
+            ("since", since),
+        )
+        if v is not None
+    }
     query = f"?{urlencode(params)}" if params else ""
     return list(_call(base_url, "GET", "/requests" + query)["requests"])
 

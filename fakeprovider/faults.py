@@ -50,8 +50,22 @@ _PART_RE = re.compile(
 
 # Parts that change the answer (as opposed to delays and header tweaks).
 FAILING_KINDS = frozenset(
-    {"401", "403", "404", "429", "498", "500", "503", "529", "quota", "hang", "reset",
-     "badjson", "redirect", "echo"}
+    {
+        "401",
+        "403",
+        "404",
+        "429",
+        "498",
+        "500",
+        "503",
+        "529",
+        "quota",
+        "hang",
+        "reset",
+        "badjson",
+        "redirect",
+        "echo",
+    }
 )
 
 

@@ -50,8 +50,11 @@ _REASONS = {498: "Invalid Token", 529: "Site Overloaded"}
 
 def _fake_error(status: int, message: str) -> Response:
     """An error of the fake itself (not a provider's): a bad directive, an unknown path."""
-    return json_response(status, {"error": {"type": "fakeprovider_error", "message": message}},
-                         {"x-fakeprovider-error": "1"})
+    return json_response(
+        status,
+        {"error": {"type": "fakeprovider_error", "message": message}},
+        {"x-fakeprovider-error": "1"},
+    )
 
 
 class FakeProviderApp:
@@ -91,26 +94,29 @@ class FakeProviderApp:
         if provider is None:
             if req.path in ("", "/"):
                 return json_response(200, {"service": "fakeprovider", "prefixes": PREFIXES})
-            return _fake_error(404, f"no provider is mounted at {req.path}; prefixes: "
-                               f"{sorted(PREFIXES.values())}")
-        req.sub_path = req.path[len(provider.prefix):] or "/"
+            return _fake_error(
+                404, f"no provider is mounted at {req.path}; prefixes: {sorted(PREFIXES.values())}"
+            )
+        req.sub_path = req.path[len(provider.prefix) :] or "/"
         key = provider.credential(req)
-        entry = self.state.record({
-            "time": time.time(),
-            "provider": provider.name,
-            "method": req.method,
-            "path": req.path,
-            "query": redact_query(req.query),
-            "headers": {k.lower(): redact_header(k, v) for k, v in req.headers.items()},
-            "body": req.json(),
-            "key_fingerprint": fingerprint(key),
-            "host": req.host,
-            "redirect_followed": req.local_ip == REDIRECT_HOST,
-            "directive": None,
-            "fault": None,
-            "status": None,
-            "outcome": None,
-        })
+        entry = self.state.record(
+            {
+                "time": time.time(),
+                "provider": provider.name,
+                "method": req.method,
+                "path": req.path,
+                "query": redact_query(req.query),
+                "headers": {k.lower(): redact_header(k, v) for k, v in req.headers.items()},
+                "body": req.json(),
+                "key_fingerprint": fingerprint(key),
+                "host": req.host,
+                "redirect_followed": req.local_ip == REDIRECT_HOST,
+                "directive": None,
+                "fault": None,
+                "status": None,
+                "outcome": None,
+            }
+        )
         try:
             directive = self._directive(req, key)
         except DirectiveError as exc:
@@ -169,7 +175,7 @@ class FakeProviderApp:
     # -- control API -----------------------------------------------------------------------
 
     def control(self, req: Request) -> Response:
-        path = req.path[len(CONTROL_PREFIX):].rstrip("/") or "/"
+        path = req.path[len(CONTROL_PREFIX) :].rstrip("/") or "/"
         if req.method == "GET" and path == "/health":
             return json_response(200, {"status": "ok", "redirect_port": self.redirect_port})
         if req.method == "POST" and path == "/reset":
@@ -180,7 +186,7 @@ class FakeProviderApp:
         if req.method == "GET" and path == "/keys":
             return json_response(200, {"overrides": self.state.overrides()})
         if path.startswith("/keys/") and len(path) > len("/keys/"):
-            key = path[len("/keys/"):]
+            key = path[len("/keys/") :]
             if req.method == "PUT":
                 body = req.json()
                 fault = body.get("fault") if isinstance(body, dict) else None
@@ -190,8 +196,9 @@ class FakeProviderApp:
                     directive = self.state.set_override(key, fault)
                 except DirectiveError as exc:
                     return _fake_error(400, str(exc))
-                return json_response(200, {"key_fingerprint": fingerprint(key),
-                                           "fault": directive.text})
+                return json_response(
+                    200, {"key_fingerprint": fingerprint(key), "fault": directive.text}
+                )
             if req.method == "DELETE":
                 return json_response(200, {"deleted": self.state.clear_override(key)})
         return _fake_error(404, f"unknown control endpoint {req.method} {req.path}")
@@ -203,10 +210,20 @@ class FakeProviderApp:
             since = int(q["since"]) if q.get("since") else None
         except ValueError:
             return _fake_error(400, "limit and since must be integers")
-        entries = self.state.requests(provider=q.get("provider") or None, limit=limit,
-                                      fingerprint_=q.get("fingerprint") or None, since=since)
-        return json_response(200, {"requests": entries, "count": len(entries),
-                                   "redirects_followed": self.state.redirects_followed()})
+        entries = self.state.requests(
+            provider=q.get("provider") or None,
+            limit=limit,
+            fingerprint_=q.get("fingerprint") or None,
+            since=since,
+        )
+        return json_response(
+            200,
+            {
+                "requests": entries,
+                "count": len(entries),
+                "redirects_followed": self.state.redirects_followed(),
+            },
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -221,6 +238,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
+        # to every keep-alive request, which would swamp the lat<ms> benchmarks.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.app.track(self.connection)
 
     def finish(self) -> None:
@@ -240,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             total = 0
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
@@ -322,8 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Abort the connection with a TCP RST and no response."""
         self.close_connection = True
         with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       struct.pack("ii", 1, 0))
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         # The fd only closes once the makefile() readers are gone.
         with contextlib.suppress(OSError):
             self.rfile.close()
@@ -365,9 +385,13 @@ class FakeProviderServer:
         self.base_url = f"http://{shown}:{self.port}"
 
     def _start(self) -> None:
-        for srv in self._servers:
-            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                                 name=f"fakeprovider-{srv.server_address[0]}", daemon=True)
+        for i, srv in enumerate(self._servers):
+            t = threading.Thread(
+                target=srv.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"fakeprovider-{i}",
+                daemon=True,
+            )
             t.start()
             self._threads.append(t)
 

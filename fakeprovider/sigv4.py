@@ -48,8 +48,9 @@ def parse_authorization(authorization: str | None) -> SigV4Header | None:
     if len(scope) != 5 or scope[4] != "aws4_request":
         return None
     access_key, date, region, service, _ = scope
-    return SigV4Header(access_key, date, region, service,
-                       tuple(m["signed"].lower().split(";")), m["sig"].lower())
+    return SigV4Header(
+        access_key, date, region, service, tuple(m["signed"].lower().split(";")), m["sig"].lower()
+    )
 
 
 def expected_signature(req: Request, auth: SigV4Header, secret: str, service: str) -> str | None:

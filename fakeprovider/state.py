@@ -13,8 +13,15 @@ REQUEST_LOG_SIZE = 10_000
 
 # Header names whose values are credentials (redacted to their last 4 characters).
 _SECRET_HEADERS = frozenset(
-    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "x-amz-security-token",
-     "proxy-authorization", "cookie"}
+    {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "x-amz-security-token",
+        "proxy-authorization",
+        "cookie",
+    }
 )
 _SECRET_WORDS = ("key", "token", "secret", "signature", "credential", "password")
 _SIGV4_PARTS_RE = re.compile(r"(Credential=|Signature=)([^/,\s]+)")

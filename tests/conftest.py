@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chalice.app import CaseInsensitiveMapping
 
 from devtools import localenv, localstack
 from devtools.token import ensure_keys, make_token
@@ -81,6 +82,7 @@ class Api:
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
         resp = self._client.http.request(method, path, headers=h, body=payload)
         resp.data = json.loads(resp.body) if resp.body else None
+        resp.headers = CaseInsensitiveMapping(resp.headers)
         return resp
 
     def get(self, path: str, **kw: Any) -> Any:

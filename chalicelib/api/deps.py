@@ -9,12 +9,20 @@ from chalicelib.crypto import EnvelopeCipher
 from chalicelib.data import aws
 from chalicelib.data.audit_repo import AuditRepository
 from chalicelib.data.connections_repo import ConnectionRepository
+from chalicelib.data.daily_repo import DailyClaimRepository
 from chalicelib.data.models import bind_models
 from chalicelib.data.providers_repo import ProviderRepository
+from chalicelib.data.tests_repo import TestHistoryRepository
+from chalicelib.data.usage_repo import UsageRepository
+from chalicelib.services.alerts import AlertService
 from chalicelib.services.audit import AuditService
 from chalicelib.services.connections import ConnectionService
+from chalicelib.services.daily import DailyRun
 from chalicelib.services.idempotency import IdempotentRunner
+from chalicelib.services.invoke import InvokeService
 from chalicelib.services.providers import ProviderService
+from chalicelib.services.subscriptions import SubscriptionService
+from chalicelib.services.testing import TestingService
 from chalicelib.settings import Settings, get_settings
 
 
@@ -25,6 +33,11 @@ class Services:
     providers: ProviderService
     connections: ConnectionService
     idempotency: IdempotentRunner
+    testing: TestingService
+    alerts: AlertService
+    subscriptions: SubscriptionService
+    daily: DailyRun
+    usage: InvokeService
 
 
 @lru_cache(maxsize=1)
@@ -43,11 +56,26 @@ def services() -> Services:
         check_url(url, allow_hosts=settings.outbound_allow_hosts,
                   allow_http=settings.outbound_allow_http)
 
-    connections = ConnectionService(
-        ConnectionRepository(), providers, audit, cipher, settings, url_check
-    )
+    def sns() -> object:
+        return aws.client("sns")
+
+    def provider_name(pid: str) -> str:
+        p = providers.get_model(pid)
+        return p.name if p else pid
+
+    repo = ConnectionRepository()
+    connections = ConnectionService(repo, providers, audit, cipher, settings, url_check)
     idem = IdempotentRunner(settings.tables.idempotency, lambda: aws.client("dynamodb"))
-    return Services(settings, audit, providers, connections, idem)
+    alerts = AlertService(sns, settings, provider_name)
+    testing = TestingService(connections, providers, repo, TestHistoryRepository(), audit,
+                             settings, on_result=alerts.on_result)
+    subscriptions = SubscriptionService(sns, settings, audit)
+    daily = DailyRun(repo, providers, testing, DailyClaimRepository(),
+                     lambda: aws.client("sqs"), settings)
+    invoke = InvokeService(connections, providers, testing,
+                           UsageRepository(settings.tables.usage), audit, settings)
+    return Services(settings, audit, providers, connections, idem, testing, alerts,
+                    subscriptions, daily, invoke)
 
 
 def reset() -> None:

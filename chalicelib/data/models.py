@@ -214,6 +214,20 @@ class UsageModel(_Base):
     expires_at = TTLAttribute(null=True)
 
 
+class DailyClaimModel(_Base):
+    """The daily run's idempotency key (connection, date), kept in the usage table:
+    ``sk = daily#YYYY-MM-DD``. A lease lets a crashed worker's claim be taken over."""
+
+    class Meta(_Base.Meta):
+        env_key = "usage"
+
+    connection_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    state = UnicodeAttribute()
+    lease_until = UnicodeAttribute()
+    expires_at = TTLAttribute(null=True)
+
+
 class SubscriptionModel(_Base):
     class Meta(_Base.Meta):
         env_key = "subscriptions"
@@ -249,6 +263,9 @@ ALL_MODELS: tuple[type[_Base], ...] = (
     IdempotencyModel,
 )
 
+# Models that share a table with one of ALL_MODELS (bound, never created on their own).
+SHARED_MODELS: tuple[type[_Base], ...] = (DailyClaimModel,)
+
 _bound: tuple[str, ...] | None = None
 
 
@@ -262,4 +279,8 @@ def bind_models(settings: Settings) -> None:
         model.Meta.table_name = table
         model.Meta.region = settings.region
         model._connection = None  # drop a connection bound to an older name
+    for model in SHARED_MODELS:
+        model.Meta.table_name = getattr(settings.tables, model.Meta.env_key)  # type: ignore[attr-defined]
+        model.Meta.region = settings.region
+        model._connection = None
     _bound = names

@@ -126,7 +126,9 @@ def as_int(value: Any) -> int:
     return int(value) if math.isfinite(value) else 0
 
 
-def names(items: list[Any], key: str, what: str, keep: Callable[[dict[str, Any]], bool]) -> list[str]:
+def names(
+    items: list[Any], key: str, what: str, keep: Callable[[dict[str, Any]], bool]
+) -> list[str]:
     """The ``key`` field of each dict in ``items`` that ``keep`` accepts."""
     out: list[str] = []
     for item in items:
@@ -165,3 +167,15 @@ async def paginate(s: ProviderSession, fetch_page: PageFetcher) -> list[str]:
             break
         seen.add(token)
     return unique(models)
+
+
+def sub_dict(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """``obj[key]`` when it is an object, else empty (for optional parts of an answer)."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def sub_list(obj: dict[str, Any], key: str) -> list[Any]:
+    """``obj[key]`` when it is an array, else empty."""
+    value = obj.get(key)
+    return value if isinstance(value, list) else []

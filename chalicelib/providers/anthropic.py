@@ -1,4 +1,4 @@
-"""Anthropic Messages API (``https://api.anthropic.com``; paths ``/v1/models``, ``/v1/messages``)."""
+"""Anthropic Messages API (``https://api.anthropic.com``; ``/v1/models``, ``/v1/messages``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from chalicelib.providers.adapter import (
     secret,
     segment,
     split_system,
+    sub_dict,
 )
 from chalicelib.providers.base import ProviderError, Target
 from chalicelib.providers.classify import ErrorResponse, by_status, error
@@ -38,10 +39,9 @@ def classify(resp: ErrorResponse) -> ProviderError:
     529 ``overloaded_error`` is an outage (retryable); a 429 carrying
     ``details.error_code: enforced_spend_limit_reached`` is a spend cap, not a rate limit.
     """
-    err = resp.body.get("error") if isinstance(resp.body, dict) else None
-    err = err if isinstance(err, dict) else {}
+    err = sub_dict(resp.body, "error") if isinstance(resp.body, dict) else {}
     etype = str(err.get("type") or "")
-    details = err.get("details") if isinstance(err.get("details"), dict) else {}
+    details = sub_dict(err, "details")
     message = str(err.get("message") or "").lower()
     if details.get("error_code") == "enforced_spend_limit_reached" or etype == "billing_error":
         return error("quota_exhausted", resp, retryable=False, retry_after=None)
@@ -97,8 +97,11 @@ class AnthropicAdapter(Adapter):
     async def lookup_model(self, s: ProviderSession, model: str) -> bool:
         """``GET /v1/models/{id}``; also resolves aliases such as ``claude-sonnet-4-0``."""
         resp = await s.request_json(
-            "GET", f"{self.base_url(s.target)}/v1/models/{segment(model)}",
-            headers=self.headers(s.target), classify=classify, model_call=True,
+            "GET",
+            f"{self.base_url(s.target)}/v1/models/{segment(model)}",
+            headers=self.headers(s.target),
+            classify=classify,
+            model_call=True,
         )
         return isinstance(resp.data, dict)
 
@@ -114,16 +117,21 @@ class AnthropicAdapter(Adapter):
         if req.temperature is not None:
             body["temperature"] = req.temperature
         resp = await s.request_json(
-            "POST", f"{self.base_url(s.target)}/v1/messages", headers=self.headers(s.target),
-            json_body=body, classify=classify, model_call=True,
+            "POST",
+            f"{self.base_url(s.target)}/v1/messages",
+            headers=self.headers(s.target),
+            json_body=body,
+            classify=classify,
+            model_call=True,
         )
         data = as_dict(resp.data, "message")
         blocks = as_list(data.get("content"), "message content")
         text = "".join(
-            b["text"] for b in blocks
+            b["text"]
+            for b in blocks
             if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
         )
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        usage = sub_dict(data, "usage")
         model = data.get("model")
         request_id = resp.header("request-id") or data.get("id")
         return Completion(

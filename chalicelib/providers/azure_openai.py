@@ -78,8 +78,11 @@ class AzureOpenAIAdapter(Adapter):
 
         async def page(_: str | None) -> tuple[list[str], str | None]:
             resp = await s.request_json(
-                "GET", f"{base}/openai/models", headers=self.headers(s.target),
-                params=params, classify=classify,
+                "GET",
+                f"{base}/openai/models",
+                headers=self.headers(s.target),
+                params=params,
+                classify=classify,
             )
             data = as_dict(resp.data, "model list")
             items = as_list(data.get("data"), "model list")

@@ -90,7 +90,9 @@ REMEDIATION: dict[str, list[str]] = {
     ],
 }
 
-_RETRYABLE_BY_DEFAULT = frozenset({"rate_limited", "timeout", "network_error", "provider_unavailable"})
+_RETRYABLE_BY_DEFAULT = frozenset(
+    {"rate_limited", "timeout", "network_error", "provider_unavailable"}
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,11 @@ class ProviderError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The ``error`` object of a test outcome: code, message and remediation steps."""
-        return {"code": self.code, "message": self.message, "remediation": list(REMEDIATION[self.code])}
+        return {
+            "code": self.code,
+            "message": self.message,
+            "remediation": list(REMEDIATION[self.code]),
+        }
 
     def __repr__(self) -> str:
         return f"ProviderError({self.code!r}, {self.message!r}, http_status={self.http_status})"

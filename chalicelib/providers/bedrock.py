@@ -41,6 +41,8 @@ from chalicelib.providers.adapter import (
     names,
     secret,
     split_system,
+    sub_dict,
+    sub_list,
 )
 from chalicelib.providers.base import ProviderError, Target
 from chalicelib.providers.netguard import vet_host
@@ -69,8 +71,13 @@ _BAD_CREDENTIALS = frozenset(
     }
 )
 _UNAVAILABLE = frozenset(
-    {"InternalServerException", "ServiceUnavailableException", "ServiceUnavailable",
-     "ModelNotReadyException", "InternalFailure"}
+    {
+        "InternalServerException",
+        "ServiceUnavailableException",
+        "ServiceUnavailable",
+        "ModelNotReadyException",
+        "InternalFailure",
+    }
 )
 
 
@@ -147,9 +154,7 @@ def classify(exc: Exception, *, model_call: bool) -> ProviderError | None:
     return None
 
 
-def create_clients(
-    target: Target, endpoint_url: str | None, timeout: float
-) -> tuple[Any, Any]:
+def create_clients(target: Target, endpoint_url: str | None, timeout: float) -> tuple[Any, Any]:
     """The ``bedrock`` and ``bedrock-runtime`` clients for the target's keys and region."""
     import boto3.session
     from botocore.config import Config
@@ -291,14 +296,12 @@ class BedrockAdapter(Adapter):
             kwargs["inferenceConfig"] = inference
         data = await self._call(s, partial(runtime.converse, **kwargs), model_call=True)
         output = as_dict(data.get("output"), "converse output")
-        message = output.get("message") if isinstance(output.get("message"), dict) else {}
-        content = message.get("content") if isinstance(message.get("content"), list) else []
+        content = sub_list(sub_dict(output, "message"), "content")
         text = "".join(
             c["text"] for c in content if isinstance(c, dict) and isinstance(c.get("text"), str)
         )
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        meta = data.get("ResponseMetadata") if isinstance(data.get("ResponseMetadata"), dict) else {}
-        request_id = meta.get("RequestId")
+        usage = sub_dict(data, "usage")
+        request_id = sub_dict(data, "ResponseMetadata").get("RequestId")
         return Completion(
             text=text,
             model=req.model,

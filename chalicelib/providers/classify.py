@@ -125,9 +125,11 @@ def by_status(resp: ErrorResponse, message: str | None = None) -> ProviderError:
     else:
         code = "bad_response"
         text = f"The provider rejected the request (HTTP {status}): {text}"
-    retryable = _should_retry_override(resp.headers) if code in (
-        "rate_limited", "provider_unavailable", "timeout"
-    ) else None
+    retryable = (
+        _should_retry_override(resp.headers)
+        if code in ("rate_limited", "provider_unavailable", "timeout")
+        else None
+    )
     return ProviderError(
         code, text, http_status=status, retry_after=retry_after, retryable=retryable
     )

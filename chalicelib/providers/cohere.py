@@ -15,6 +15,8 @@ from chalicelib.providers.adapter import (
     paginate,
     secret,
     segment,
+    sub_dict,
+    sub_list,
 )
 from chalicelib.providers.base import ProviderError, Target
 from chalicelib.providers.classify import ErrorResponse, by_status, error, provider_message
@@ -63,6 +65,7 @@ class CohereAdapter(Adapter):
             "POST", f"{base}/v1/check-api-key", headers=headers, json_body={}, classify=classify
         )
         if as_dict(check.data, "key check").get("valid") is False:
+            s.obs.auth_proven = False  # answered 200, but to say the key is not valid
             raise ProviderError("invalid_api_key", "Cohere says the API key is not valid.")
 
         async def page(token: str | None) -> tuple[list[str], str | None]:
@@ -84,8 +87,11 @@ class CohereAdapter(Adapter):
 
     async def lookup_model(self, s: ProviderSession, model: str) -> bool:
         resp = await s.request_json(
-            "GET", f"{self.base_url(s.target)}/v1/models/{segment(model)}",
-            headers=self.headers(s.target), classify=classify, model_call=True,
+            "GET",
+            f"{self.base_url(s.target)}/v1/models/{segment(model)}",
+            headers=self.headers(s.target),
+            classify=classify,
+            model_call=True,
         )
         return isinstance(resp.data, dict)
 
@@ -99,22 +105,26 @@ class CohereAdapter(Adapter):
         if req.temperature is not None:
             body["temperature"] = req.temperature
         resp = await s.request_json(
-            "POST", f"{self.base_url(s.target)}/v2/chat", headers=self.headers(s.target),
-            json_body=body, classify=classify, model_call=True,
+            "POST",
+            f"{self.base_url(s.target)}/v2/chat",
+            headers=self.headers(s.target),
+            json_body=body,
+            classify=classify,
+            model_call=True,
         )
         data = as_dict(resp.data, "chat answer")
-        message = data.get("message") if isinstance(data.get("message"), dict) else {}
+        message = sub_dict(data, "message")
         content = message.get("content")
         if isinstance(content, str):
             text = content
         else:
             text = "".join(
-                c["text"] for c in (content if isinstance(content, list) else [])
+                c["text"]
+                for c in sub_list(message, "content")
                 if isinstance(c, dict) and isinstance(c.get("text"), str)
             )
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        tokens = usage.get("tokens") if isinstance(usage.get("tokens"), dict) else None
-        counts = tokens or (usage.get("billed_units") if isinstance(usage.get("billed_units"), dict) else {})
+        usage = sub_dict(data, "usage")
+        counts = sub_dict(usage, "tokens") or sub_dict(usage, "billed_units")
         request_id = data.get("id") or resp.header("x-request-id")
         return Completion(
             text=text,

@@ -22,6 +22,8 @@ from chalicelib.providers.adapter import (
     secret,
     segment,
     split_system,
+    sub_dict,
+    sub_list,
 )
 from chalicelib.providers.base import ProviderError, Target
 from chalicelib.providers.classify import ErrorResponse, by_status, duration_seconds, error
@@ -43,8 +45,7 @@ _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 
 
 def _details(err: dict[str, Any]) -> list[dict[str, Any]]:
-    details = err.get("details")
-    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+    return [d for d in sub_list(err, "details") if isinstance(d, dict)]
 
 
 def classify(resp: ErrorResponse) -> ProviderError:
@@ -53,8 +54,7 @@ def classify(resp: ErrorResponse) -> ProviderError:
     ``RESOURCE_EXHAUSTED`` with a ``RetryInfo`` delay is a rate limit; without one it is a
     quota that will not come back within a retry (daily or billing quota).
     """
-    err = resp.body.get("error") if isinstance(resp.body, dict) else None
-    err = err if isinstance(err, dict) else {}
+    err = sub_dict(resp.body, "error") if isinstance(resp.body, dict) else {}
     status = str(err.get("status") or "")
     details = _details(err)
     reasons = {str(d.get("reason")) for d in details if d.get("reason")}
@@ -66,11 +66,15 @@ def classify(resp: ErrorResponse) -> ProviderError:
     if status == "NOT_FOUND" and resp.model_call:
         return error("model_not_available", resp)
     if status == "RESOURCE_EXHAUSTED" or resp.status == 429:
-        delays = [duration_seconds(d.get("retryDelay")) for d in details if d.get("@type") == _RETRY_INFO]
+        delays = [
+            duration_seconds(d.get("retryDelay")) for d in details if d.get("@type") == _RETRY_INFO
+        ]
         delay = next((d for d in delays if d is not None), None)
         if delay is None and not resp.headers.get("retry-after"):
             return error("quota_exhausted", resp, retryable=False, retry_after=None)
-        return error("rate_limited", resp, **({"retry_after": delay} if delay is not None else {}))
+        if delay is None:
+            return error("rate_limited", resp)
+        return error("rate_limited", resp, retry_after=delay)
     if status in ("INTERNAL", "UNAVAILABLE"):
         return error("provider_unavailable", resp)
     if status == "DEADLINE_EXCEEDED":
@@ -119,8 +123,11 @@ class GoogleAdapter(Adapter):
 
     async def lookup_model(self, s: ProviderSession, model: str) -> bool:
         resp = await s.request_json(
-            "GET", f"{self.base_url(s.target)}/models/{segment(_model_id(model))}",
-            headers=self.headers(s.target), classify=classify, model_call=True,
+            "GET",
+            f"{self.base_url(s.target)}/models/{segment(_model_id(model))}",
+            headers=self.headers(s.target),
+            classify=classify,
+            model_call=True,
         )
         return isinstance(resp.data, dict)
 
@@ -128,7 +135,10 @@ class GoogleAdapter(Adapter):
         system, rest = split_system(req.messages)
         body: dict[str, Any] = {
             "contents": [
-                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+                {
+                    "role": "model" if m.role == "assistant" else "user",
+                    "parts": [{"text": m.content}],
+                }
                 for m in rest
             ]
         }
@@ -143,24 +153,27 @@ class GoogleAdapter(Adapter):
             body["generationConfig"] = config
         model = _model_id(req.model)
         resp = await s.request_json(
-            "POST", f"{self.base_url(s.target)}/models/{segment(model)}:generateContent",
-            headers=self.headers(s.target), json_body=body, classify=classify, model_call=True,
+            "POST",
+            f"{self.base_url(s.target)}/models/{segment(model)}:generateContent",
+            headers=self.headers(s.target),
+            json_body=body,
+            classify=classify,
+            model_call=True,
         )
         data = as_dict(resp.data, "generateContent answer")
         candidates = as_list(data.get("candidates", []), "candidates")
         text, finish = "", "other"
         if candidates:
             candidate = as_dict(candidates[0], "candidate")
-            content = candidate.get("content") if isinstance(candidate.get("content"), dict) else {}
-            parts = content.get("parts") if isinstance(content.get("parts"), list) else []
             text = "".join(
-                p["text"] for p in parts
+                p["text"]
+                for p in sub_list(sub_dict(candidate, "content"), "parts")
                 if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought")
             )
             finish = _FINISH.get(str(candidate.get("finishReason")), "other")
-        elif isinstance(data.get("promptFeedback"), dict) and data["promptFeedback"].get("blockReason"):
+        elif sub_dict(data, "promptFeedback").get("blockReason"):
             finish = "content_filter"
-        usage = data.get("usageMetadata") if isinstance(data.get("usageMetadata"), dict) else {}
+        usage = sub_dict(data, "usageMetadata")
         version = data.get("modelVersion")
         request_id = data.get("responseId") or resp.header("x-request-id")
         return Completion(

@@ -211,9 +211,7 @@ async def vet_host(
         addr = ipaddress.ip_address(text.split("%", 1)[0])
         reason = blocked_reason(addr)
         if reason is not None:
-            raise ProviderError(
-                "blocked_endpoint", f"The host {host} resolves to a {reason}."
-            )
+            raise ProviderError("blocked_endpoint", f"The host {host} resolves to a {reason}.")
         if addr not in addrs:
             addrs.append(addr)
     if not addrs:

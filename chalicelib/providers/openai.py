@@ -22,6 +22,7 @@ from chalicelib.providers.adapter import (
     paginate,
     secret,
     segment,
+    sub_dict,
 )
 from chalicelib.providers.base import ProviderError, Target
 from chalicelib.providers.classify import ErrorResponse, by_status, error
@@ -29,7 +30,14 @@ from chalicelib.providers.session import Classifier, JsonResponse, ProviderSessi
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter"}
 _OTHER_TOKEN_FIELD = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
-_REJECTION_WORDS = ("unsupported", "not supported", "unrecognized", "unknown", "extra", "not permitted")
+_REJECTION_WORDS = (
+    "unsupported",
+    "not supported",
+    "unrecognized",
+    "unknown",
+    "extra",
+    "not permitted",
+)
 
 
 def error_fields(body: Any) -> tuple[str, str]:
@@ -53,9 +61,7 @@ def classify(resp: ErrorResponse) -> ProviderError:
         return error("permission_denied", resp)
     if code == "invalid_api_key" or resp.status == 401:
         return error("invalid_api_key", resp)
-    if code in ("model_not_found", "invalid_model") or (
-        resp.status == 404 and resp.model_call
-    ):
+    if code in ("model_not_found", "invalid_model") or (resp.status == 404 and resp.model_call):
         return error("model_not_available", resp)
     return by_status(resp)
 
@@ -65,7 +71,8 @@ def _message_text(content: Any) -> str:
         return content
     if isinstance(content, list):  # some compatible servers answer with content parts
         return "".join(
-            part.get("text", "") for part in content
+            part.get("text", "")
+            for part in content
             if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
@@ -78,9 +85,8 @@ def parse_chat(resp: JsonResponse, requested_model: str) -> Completion:
     if not choices:
         raise bad_shape("chat completion without choices")
     choice = as_dict(choices[0], "chat completion choice")
-    message = choice.get("message")
-    text = _message_text(message.get("content")) if isinstance(message, dict) else ""
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    text = _message_text(sub_dict(choice, "message").get("content"))
+    usage = sub_dict(data, "usage")
     model = data.get("model")
     request_id = resp.header("x-request-id", "apim-request-id") or data.get("id")
     return Completion(
@@ -125,8 +131,13 @@ async def post_chat(
         payload[token_field] = max_tokens
     try:
         return await s.request_json(
-            "POST", url, headers=headers, params=params, json_body=payload,
-            classify=classify, model_call=True,
+            "POST",
+            url,
+            headers=headers,
+            params=params,
+            json_body=payload,
+            classify=classify,
+            model_call=True,
         )
     except ProviderError as err:
         text = err.message.lower()
@@ -140,8 +151,13 @@ async def post_chat(
     payload.pop(token_field)
     payload[_OTHER_TOKEN_FIELD[token_field]] = max_tokens
     return await s.request_json(
-        "POST", url, headers=headers, params=params, json_body=payload,
-        classify=classify, model_call=True,
+        "POST",
+        url,
+        headers=headers,
+        params=params,
+        json_body=payload,
+        classify=classify,
+        model_call=True,
     )
 
 
@@ -172,8 +188,11 @@ class OpenAIAdapter(Adapter):
 
         async def page(cursor: str | None) -> tuple[list[str], str | None]:
             resp = await s.request_json(
-                "GET", f"{base}/models", headers=headers,
-                params={"after": cursor} if cursor else None, classify=classify,
+                "GET",
+                f"{base}/models",
+                headers=headers,
+                params={"after": cursor} if cursor else None,
+                classify=classify,
             )
             data = resp.data
             items = data if isinstance(data, list) else as_dict(data, "model list").get("data")
@@ -188,8 +207,11 @@ class OpenAIAdapter(Adapter):
 
     async def lookup_model(self, s: ProviderSession, model: str) -> bool:
         resp = await s.request_json(
-            "GET", f"{self.base_url(s.target)}/models/{segment(model)}",
-            headers=self.headers(s.target), classify=classify, model_call=True,
+            "GET",
+            f"{self.base_url(s.target)}/models/{segment(model)}",
+            headers=self.headers(s.target),
+            classify=classify,
+            model_call=True,
         )
         return isinstance(resp.data, dict)
 

@@ -31,9 +31,7 @@ class Scrubber:
             forms.update({secret, secret.strip(), quote(secret, safe=""), json.dumps(secret)[1:-1]})
         self._exact = sorted((f for f in forms if len(f) >= _MIN_EXACT), key=len, reverse=True)
         self._grams = {
-            form[i : i + FRAGMENT]
-            for form in self._exact
-            for i in range(len(form) - FRAGMENT + 1)
+            form[i : i + FRAGMENT] for form in self._exact for i in range(len(form) - FRAGMENT + 1)
         }
 
     @classmethod

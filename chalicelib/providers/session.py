@@ -123,16 +123,16 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
 
 def _too_large(limit: int) -> ProviderError:
     return ProviderError(
-        "bad_response", f"The provider's answer is larger than {limit // 1024} KiB.", retryable=False
+        "bad_response",
+        f"The provider's answer is larger than {limit // 1024} KiB.",
+        retryable=False,
     )
 
 
 class ProviderSession:
     """Budgeted, retried, guarded provider calls for one test or invoke."""
 
-    def __init__(
-        self, target: Target, *, client: httpx.AsyncClient | None, clock: Clock
-    ) -> None:
+    def __init__(self, target: Target, *, client: httpx.AsyncClient | None, clock: Clock) -> None:
         self.target = target
         self._client = client
         self.budget = Budget(target.timeout_seconds, clock)
@@ -306,7 +306,8 @@ class ProviderSession:
 
     def _note_headroom(self, headers: Mapping[str, str]) -> None:
         found = headroom(headers)
-        if found is not None and (self.obs.headroom is None or found.ratio < self.obs.headroom.ratio):
+        current = self.obs.headroom
+        if found is not None and (current is None or found.ratio < current.ratio):
             self.obs.headroom = found
 
     async def call_blocking(

@@ -181,11 +181,7 @@ class ConnectionService:
 
     def create(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
         data = parse(ConnectionCreate, body)
-        provider = self._provider_for_new(data.provider)
-        base_url = self._check_base_url(data.base_url, provider)
-        public, secret_values = self._check_credentials(provider, data.credentials,
-                                                        require_all=True)
-        conn_settings = self._check_settings(provider, data.settings, None)
+        provider, base_url, public, secret_values, conn_settings = self.prepare_config(data)
         now = utcnow()
         cid = new_id("conn")
         owner = caller.user_id
@@ -210,6 +206,18 @@ class ConnectionService:
             raise Conflict("you already have a connection with this name", field="name",
                            code="name_taken") from None
         return self.view(item)
+
+    def prepare_config(
+        self, data: ConnectionCreate
+    ) -> tuple[Any, str | None, dict[str, str], dict[str, str], dict[str, Any]]:
+        """Validate a full configuration (create, or test before saving): provider,
+        base URL, credentials split into public and secret, merged settings."""
+        provider = self._provider_for_new(data.provider)
+        base_url = self._check_base_url(data.base_url, provider)
+        public, secret_values = self._check_credentials(provider, data.credentials,
+                                                        require_all=True)
+        conn_settings = self._check_settings(provider, data.settings, None)
+        return provider, base_url, public, secret_values, conn_settings
 
     # update -------------------------------------------------------------------------
 
@@ -468,6 +476,17 @@ class ConnectionService:
             raise Conflict(f"you already have a connection named {exc.args[0]!r}",
                            field="connections", code="name_taken") from None
         return [self.view(i) for i in items]
+
+    def set_status(self, item: ConnectionModel, status: str, message: str | None) -> None:
+        """Set a system-owned status hint (quota warnings); user fields are untouched."""
+        M = ConnectionModel
+        self._repo.update_unversioned(item, [
+            M.status.set(status),
+            M.status_message.set(message) if message else M.status_message.remove(),
+        ])
+
+    def iter_owner(self, owner: str) -> Any:
+        return self._repo.iter_by_owner(owner)
 
     # secrets ------------------------------------------------------------------------
 

@@ -92,6 +92,9 @@ class ProviderService:
     def get_model(self, provider_id: str) -> ProviderModel | None:
         return self._repo.get(provider_id)
 
+    def all_models(self) -> list[ProviderModel]:
+        return self._repo.all()
+
     def list(self, *, cursor: str | None, limit: int) -> Page[dict[str, Any]]:
         try:
             page = self._repo.list(cursor=cursor, limit=limit)

@@ -56,8 +56,9 @@ class AnthropicProvider(Provider):
         try:
             limit = query_int(req, "limit", 20, 1, 1000)
         except ValueError:
-            raise self.fail("bad_request", call, "limit: Input should be between 1 and 1000"
-                            ) from None
+            raise self.fail(
+                "bad_request", call, "limit: Input should be between 1 and 1000"
+            ) from None
         models = list(self._models(call))
         ids = [m.id for m in models]
         after, before = req.query.get("after_id"), req.query.get("before_id")
@@ -65,24 +66,31 @@ class AnthropicProvider(Provider):
             if cursor and cursor not in ids:
                 raise self.fail("bad_request", call, f"Invalid pagination cursor: {cursor}")
         if after:
-            window = models[ids.index(after) + 1:]
+            window = models[ids.index(after) + 1 :]
             page, has_more = window[:limit], len(window) > limit
         elif before:
-            window = models[:ids.index(before)]
+            window = models[: ids.index(before)]
             page, has_more = window[-limit:], len(window) > limit
         else:
             page, has_more = models[:limit], len(models) > limit
-        return json_response(200, {
-            "data": [self._model_json(m) for m in page],
-            "has_more": has_more,
-            "first_id": page[0].id if page else None,
-            "last_id": page[-1].id if page else None,
-        })
+        return json_response(
+            200,
+            {
+                "data": [self._model_json(m) for m in page],
+                "has_more": has_more,
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+            },
+        )
 
     @staticmethod
     def _model_json(m: AnthropicModel) -> dict[str, Any]:
-        return {"type": "model", "id": m.id, "display_name": m.display_name,
-                "created_at": m.created_at}
+        return {
+            "type": "model",
+            "id": m.id,
+            "display_name": m.display_name,
+            "created_at": m.created_at,
+        }
 
     def _messages(self, call: Call) -> Response:
         body = call.req.json()
@@ -96,8 +104,9 @@ class AnthropicProvider(Provider):
         try:
             max_tokens = positive_int(body["max_tokens"])
         except ValueError:
-            raise self.fail("bad_request", call, "max_tokens: must be greater than or equal "
-                            "to 1") from None
+            raise self.fail(
+                "bad_request", call, "max_tokens: must be greater than or equal to 1"
+            ) from None
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise self.fail("bad_request", call, "messages: Field required")
@@ -105,20 +114,26 @@ class AnthropicProvider(Provider):
         texts = text_of(body.get("system"))
         for msg in messages:
             if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
-                raise self.fail("bad_request", call, "messages: each message needs a role "
-                                "of 'user' or 'assistant'")
+                raise self.fail(
+                    "bad_request",
+                    call,
+                    "messages: each message needs a role of 'user' or 'assistant'",
+                )
             texts.extend(text_of(msg.get("content")))
         gen = generate(texts, max_tokens)
-        return json_response(200, {
-            "id": f"msg_fake{call.request_id[:20]}",
-            "type": "message",
-            "role": "assistant",
-            "model": model.id,
-            "content": [{"type": "text", "text": gen.text}],
-            "stop_reason": "max_tokens" if gen.truncated else "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": gen.input_tokens, "output_tokens": gen.output_tokens},
-        })
+        return json_response(
+            200,
+            {
+                "id": f"msg_fake{call.request_id[:20]}",
+                "type": "message",
+                "role": "assistant",
+                "model": model.id,
+                "content": [{"type": "text", "text": gen.text}],
+                "stop_reason": "max_tokens" if gen.truncated else "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": gen.input_tokens, "output_tokens": gen.output_tokens},
+            },
+        )
 
     def error(self, kind: str, call: Call, message: str | None = None) -> Response:
         headers: dict[str, str] = {}
@@ -140,14 +155,18 @@ class AnthropicProvider(Provider):
             status, etype, msg = 400, "invalid_request_error", message or "Invalid request"
         elif kind == "429":
             status, etype = 429, "rate_limit_error"
-            msg = ("This request would exceed the rate limit for your organization of 50 "
-                   "requests per minute. For details, refer to: "
-                   "https://docs.claude.com/en/api/rate-limits.")
+            msg = (
+                "This request would exceed the rate limit for your organization of 50 "
+                "requests per minute. For details, refer to: "
+                "https://docs.claude.com/en/api/rate-limits."
+            )
             headers["retry-after"] = str(call.plan.retry_after)
         elif kind == "quota":
             status, etype = 429, "rate_limit_error"
-            msg = ("You have reached your specified workspace API usage limits. You will "
-                   "regain access on 2099-01-01 at 00:00 UTC.")
+            msg = (
+                "You have reached your specified workspace API usage limits. You will "
+                "regain access on 2099-01-01 at 00:00 UTC."
+            )
             details = {"error_code": "enforced_spend_limit_reached"}
         elif kind == "500":
             status, etype, msg = 500, "api_error", "Internal server error"
@@ -166,16 +185,23 @@ class AnthropicProvider(Provider):
         return f"req_011CFake{call.request_id[:20]}"
 
     def response_headers(self, call: Call, status: int) -> dict[str, str]:
-        headers = {"request-id": self._request_id(call),
-                   "anthropic-organization-id": "f4e3d2c1-0000-4000-8000-00000000fa6e"}
+        headers = {
+            "request-id": self._request_id(call),
+            "anthropic-organization-id": "f4e3d2c1-0000-4000-8000-00000000fa6e",
+        }
         if status in (200, 429):
             now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-            reset = (now + dt.timedelta(seconds=call.plan.retry_after if status == 429 else 60))
+            reset = now + dt.timedelta(seconds=call.plan.retry_after if status == 429 else 60)
             reset_s = reset.isoformat().replace("+00:00", "Z")
-            for name, limit in (("requests", REQUEST_LIMIT), ("tokens", TOKEN_LIMIT),
-                                ("input-tokens", TOKEN_LIMIT), ("output-tokens", TOKEN_LIMIT // 5)):
+            for name, limit in (
+                ("requests", REQUEST_LIMIT),
+                ("tokens", TOKEN_LIMIT),
+                ("input-tokens", TOKEN_LIMIT),
+                ("output-tokens", TOKEN_LIMIT // 5),
+            ):
                 headers[f"anthropic-ratelimit-{name}-limit"] = str(limit)
                 headers[f"anthropic-ratelimit-{name}-remaining"] = str(
-                    remaining(call, limit, status))
+                    remaining(call, limit, status)
+                )
                 headers[f"anthropic-ratelimit-{name}-reset"] = reset_s
         return headers

@@ -53,16 +53,23 @@ class BedrockProvider(Provider):
             return None  # a Bedrock API key
         auth = parse_authorization(value)
         if auth is None:
-            return _err(400, "IncompleteSignatureException", "Authorization header requires "
-                        "'Credential', 'Signature' and 'SignedHeaders' parameters.")
+            return _err(
+                400,
+                "IncompleteSignatureException",
+                "Authorization header requires "
+                "'Credential', 'Signature' and 'SignedHeaders' parameters.",
+            )
         call.extra["region"] = auth.region
         if not auth.access_key.startswith(FAKE_BEDROCK_ACCESS_KEY_PREFIX):
             return self.error("401", call)
         if not signature_matches(call.req, auth, FAKE_BEDROCK_SECRET, SIGNING_NAME):
-            return _err(403, "InvalidSignatureException" + _CORAL,
-                        "The request signature we calculated does not match the signature you "
-                        "provided. Check your AWS Secret Access Key and signing method. Consult "
-                        "the service documentation for details.")
+            return _err(
+                403,
+                "InvalidSignatureException" + _CORAL,
+                "The request signature we calculated does not match the signature you "
+                "provided. Check your AWS Secret Access Key and signing method. Consult "
+                "the service documentation for details.",
+            )
         return None
 
     # -- models ------------------------------------------------------------------------------
@@ -74,14 +81,20 @@ class BedrockProvider(Provider):
         arn = _ARN_RE.match(model_id)
         if arn:
             model_id = arn.group(1)
-        candidates = [model_id] + [model_id[len(p):] for p in _PROFILE_PREFIXES
-                                   if model_id.startswith(p)]
+        candidates = [model_id] + [
+            model_id[len(p) :] for p in _PROFILE_PREFIXES if model_id.startswith(p)
+        ]
         for m in self._models(call):
             if m.model_id in candidates:
                 return m
-        raise HTTPError(_err(404, "ResourceNotFoundException",
-                             f"Could not resolve the foundation model from the provided model "
-                             f"identifier {model_id}."))
+        raise HTTPError(
+            _err(
+                404,
+                "ResourceNotFoundException",
+                f"Could not resolve the foundation model from the provided model "
+                f"identifier {model_id}.",
+            )
+        )
 
     def _summary(self, call: Call, m: BedrockModel) -> dict[str, Any]:
         region = call.extra.get("region", DEFAULT_REGION)
@@ -103,17 +116,25 @@ class BedrockProvider(Provider):
     def route(self, call: Call) -> Response:
         req = call.req
         # Route on the raw path: a model id may be an ARN with an encoded "/".
-        segments = [unquote(s) for s in req.raw_path[len(self.prefix):].strip("/").split("/")]
+        segments = [unquote(s) for s in req.raw_path[len(self.prefix) :].strip("/").split("/")]
         if req.method == "GET" and segments == ["foundation-models"]:
             return self._list(call)
         if req.method == "GET" and len(segments) == 2 and segments[0] == "foundation-models":
-            return json_response(200, {"modelDetails": self._summary(
-                call, self._find(call, segments[1]))})
-        if (req.method == "GET" and len(segments) == 2
-                and segments[0] == "foundation-model-availability"):
+            return json_response(
+                200, {"modelDetails": self._summary(call, self._find(call, segments[1]))}
+            )
+        if (
+            req.method == "GET"
+            and len(segments) == 2
+            and segments[0] == "foundation-model-availability"
+        ):
             return self._availability(call, segments[1])
-        if (req.method == "POST" and len(segments) == 3 and segments[0] == "model"
-                and segments[2] == "converse"):
+        if (
+            req.method == "POST"
+            and len(segments) == 3
+            and segments[0] == "model"
+            and segments[2] == "converse"
+        ):
             return self._converse(call, segments[1])
         raise self.fail("no_route", call)
 
@@ -132,38 +153,63 @@ class BedrockProvider(Provider):
 
     def _availability(self, call: Call, model_id: str) -> Response:
         m = self._find(call, model_id)
-        return json_response(200, {
-            "modelId": m.model_id,
-            "agreementAvailability": {"status": "AVAILABLE" if m.authorized else "NOT_AVAILABLE"},
-            "authorizationStatus": "AUTHORIZED" if m.authorized else "NOT_AUTHORIZED",
-            "entitlementAvailability": "AVAILABLE",
-            "regionAvailability": "AVAILABLE",
-        })
+        return json_response(
+            200,
+            {
+                "modelId": m.model_id,
+                "agreementAvailability": {
+                    "status": "AVAILABLE" if m.authorized else "NOT_AVAILABLE"
+                },
+                "authorizationStatus": "AUTHORIZED" if m.authorized else "NOT_AUTHORIZED",
+                "entitlementAvailability": "AVAILABLE",
+                "regionAvailability": "AVAILABLE",
+            },
+        )
 
     def _converse(self, call: Call, model_id: str) -> Response:
         body = call.req.json()
         if not isinstance(body, dict):
-            raise self.fail("bad_request", call, "Malformed input request, please reformat "
-                            "your input and try again.")
+            raise self.fail(
+                "bad_request",
+                call,
+                "Malformed input request, please reformat your input and try again.",
+            )
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise self.fail("bad_request", call, "A conversation must start with a user "
-                            "message. Try again with a conversation that starts with a user "
-                            "message.")
+            raise self.fail(
+                "bad_request",
+                call,
+                "A conversation must start with a user "
+                "message. Try again with a conversation that starts with a user "
+                "message.",
+            )
         m = self._find(call, model_id)
         if not m.authorized:
-            raise HTTPError(_err(403, "AccessDeniedException", "You don't have access to the "
-                                 "model with the specified model ID."))
+            raise HTTPError(
+                _err(
+                    403,
+                    "AccessDeniedException",
+                    "You don't have access to the model with the specified model ID.",
+                )
+            )
         if "TEXT" not in m.output_modalities:
-            raise self.fail("bad_request", call, "This action doesn't support the model that "
-                            "you provided. Try again with a supported text or chat model.")
+            raise self.fail(
+                "bad_request",
+                call,
+                "This action doesn't support the model that "
+                "you provided. Try again with a supported text or chat model.",
+            )
         config = body.get("inferenceConfig") or {}
         try:
             max_tokens = positive_int(config.get("maxTokens"))
         except (ValueError, AttributeError):
-            raise self.fail("bad_request", call, "1 validation error detected: Value at "
-                            "'inferenceConfig.maxTokens' failed to satisfy constraint: Member "
-                            "must have value greater than or equal to 1") from None
+            raise self.fail(
+                "bad_request",
+                call,
+                "1 validation error detected: Value at "
+                "'inferenceConfig.maxTokens' failed to satisfy constraint: Member "
+                "must have value greater than or equal to 1",
+            ) from None
         texts: list[str] = []
         for block in body.get("system") or []:
             texts.extend(text_of([block]))
@@ -172,13 +218,19 @@ class BedrockProvider(Provider):
                 texts.extend(text_of(msg.get("content")))
         gen = generate(texts, max_tokens)
         latency_ms = max(1, int((time.monotonic() - call.req.received_at) * 1000))
-        return json_response(200, {
-            "output": {"message": {"role": "assistant", "content": [{"text": gen.text}]}},
-            "stopReason": "max_tokens" if gen.truncated else "end_turn",
-            "usage": {"inputTokens": gen.input_tokens, "outputTokens": gen.output_tokens,
-                      "totalTokens": gen.input_tokens + gen.output_tokens},
-            "metrics": {"latencyMs": latency_ms},
-        })
+        return json_response(
+            200,
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": gen.text}]}},
+                "stopReason": "max_tokens" if gen.truncated else "end_turn",
+                "usage": {
+                    "inputTokens": gen.input_tokens,
+                    "outputTokens": gen.output_tokens,
+                    "totalTokens": gen.input_tokens + gen.output_tokens,
+                },
+                "metrics": {"latencyMs": latency_ms},
+            },
+        )
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -203,9 +255,13 @@ class BedrockProvider(Provider):
             return _err(403, "UnrecognizedClientException" + _CORAL, msg)
         if kind == "403":
             action = self._action(call)
-            return _err(403, "AccessDeniedException", "User: arn:aws:iam::123456789012:user/"
-                        f"fakeprovider is not authorized to perform: bedrock:{action} because no "
-                        f"identity-based policy allows the bedrock:{action} action")
+            return _err(
+                403,
+                "AccessDeniedException",
+                "User: arn:aws:iam::123456789012:user/"
+                f"fakeprovider is not authorized to perform: bedrock:{action} because no "
+                f"identity-based policy allows the bedrock:{action} action",
+            )
         if kind == "not_found":
             return _err(404, "ResourceNotFoundException", message or "Model not found")
         if kind == "no_route":
@@ -213,18 +269,30 @@ class BedrockProvider(Provider):
         if kind == "bad_request":
             return _err(400, "ValidationException", message or "Invalid request")
         if kind == "429":
-            return _err(429, "ThrottlingException", "Too many requests, please wait before "
-                        "trying again.", {"retry-after": str(call.plan.retry_after)})
+            return _err(
+                429,
+                "ThrottlingException",
+                "Too many requests, please wait before trying again.",
+                {"retry-after": str(call.plan.retry_after)},
+            )
         if kind == "quota":
-            return _err(403, "AccessDeniedException", "Model access is denied due to "
-                        "INVALID_PAYMENT_INSTRUMENT:A valid payment instrument must be provided. "
-                        "Your AWS Marketplace subscription for this model cannot be completed at "
-                        "this time.")
+            return _err(
+                403,
+                "AccessDeniedException",
+                "Model access is denied due to "
+                "INVALID_PAYMENT_INSTRUMENT:A valid payment instrument must be provided. "
+                "Your AWS Marketplace subscription for this model cannot be completed at "
+                "this time.",
+            )
         if kind == "500":
-            return _err(500, "InternalServerException", "The server encountered an internal "
-                        "error while processing the request.")
-        return _err(503, "ServiceUnavailableException", "Bedrock is unable to process your "
-                    "request.")
+            return _err(
+                500,
+                "InternalServerException",
+                "The server encountered an internal error while processing the request.",
+            )
+        return _err(
+            503, "ServiceUnavailableException", "Bedrock is unable to process your request."
+        )
 
     def response_headers(self, call: Call, status: int) -> dict[str, str]:
         return {"x-amzn-RequestId": str(uuid.UUID(call.request_id))}

@@ -40,8 +40,12 @@ class CohereProvider(Provider):
         for m in self._models(call):
             if m.name == name:
                 return m
-        raise self.fail("not_found", call, f"model '{name}' not found, make sure the correct "
-                        "model ID was used and that you have access to the model.")
+        raise self.fail(
+            "not_found",
+            call,
+            f"model '{name}' not found, make sure the correct "
+            "model ID was used and that you have access to the model.",
+        )
 
     def route(self, call: Call) -> Response:
         req = call.req
@@ -51,8 +55,10 @@ class CohereProvider(Provider):
         if req.method == "GET" and path.startswith("/v1/models/"):
             return json_response(200, self._model_json(self._find(call, path[11:])))
         if req.method == "POST" and path == "/v1/check-api-key":
-            return json_response(200, {"valid": True, "organization_id": "fake-org-0001",
-                                       "owner_id": "fake-owner-0001"})
+            return json_response(
+                200,
+                {"valid": True, "organization_id": "fake-org-0001", "owner_id": "fake-owner-0001"},
+            )
         if req.method == "POST" and path == "/v2/chat":
             return self._chat(call)
         raise self.fail("no_route", call)
@@ -64,17 +70,19 @@ class CohereProvider(Provider):
             token = req.query.get("page_token")
             start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
         except (ValueError, UnicodeDecodeError):
-            raise self.fail("bad_request", call, "invalid request: invalid page_size or "
-                            "page_token") from None
+            raise self.fail(
+                "bad_request", call, "invalid request: invalid page_size or page_token"
+            ) from None
         models = list(self._models(call))
         endpoint = req.query.get("endpoint")
         if endpoint:
             models = [m for m in models if endpoint in m.endpoints]
-        page = models[start:start + size]
+        page = models[start : start + size]
         payload: dict[str, Any] = {"models": [self._model_json(m) for m in page]}
         if start + size < len(models):
             payload["next_page_token"] = base64.urlsafe_b64encode(
-                str(start + size).encode()).decode()
+                str(start + size).encode()
+            ).decode()
         return json_response(200, payload)
 
     @staticmethod
@@ -85,7 +93,7 @@ class CohereProvider(Provider):
             "finetuned": False,
             "context_length": m.context_length,
             "tokenizer_url": f"https://storage.googleapis.com/cohere-public/tokenizers/{m.name}"
-                             ".json",
+            ".json",
             "default_endpoints": list(m.default_endpoints),
             "is_deprecated": m.is_deprecated,
         }
@@ -102,31 +110,37 @@ class CohereProvider(Provider):
             raise self.fail("bad_request", call, "invalid request: messages must not be empty")
         model = self._find(call, name)
         if "chat" not in model.endpoints:
-            raise self.fail("bad_request", call, f"invalid request: model '{name}' is not "
-                            "supported by the chat API")
+            raise self.fail(
+                "bad_request",
+                call,
+                f"invalid request: model '{name}' is not supported by the chat API",
+            )
         try:
             max_tokens = positive_int(body.get("max_tokens"))
         except ValueError:
-            raise self.fail("bad_request", call, "invalid request: max_tokens must be a "
-                            "positive integer") from None
+            raise self.fail(
+                "bad_request", call, "invalid request: max_tokens must be a positive integer"
+            ) from None
         texts: list[str] = []
         for msg in messages:
             if isinstance(msg, dict):
                 texts.extend(text_of(msg.get("content")))
         gen = generate(texts, max_tokens)
         usage = {"input_tokens": gen.input_tokens, "output_tokens": gen.output_tokens}
-        return json_response(200, {
-            "id": str(uuid.UUID(call.request_id)),
-            "finish_reason": "MAX_TOKENS" if gen.truncated else "COMPLETE",
-            "message": {"role": "assistant", "content": [{"type": "text", "text": gen.text}]},
-            "usage": {"billed_units": dict(usage), "tokens": dict(usage)},
-        })
+        return json_response(
+            200,
+            {
+                "id": str(uuid.UUID(call.request_id)),
+                "finish_reason": "MAX_TOKENS" if gen.truncated else "COMPLETE",
+                "message": {"role": "assistant", "content": [{"type": "text", "text": gen.text}]},
+                "usage": {"billed_units": dict(usage), "tokens": dict(usage)},
+            },
+        )
 
     def fault(self, kind: str, call: Call) -> Response:
         # The free key check answers a bad key with 200 {"valid": false}, not an error.
         if kind in ("401", "498") and call.req.sub_path.rstrip("/") == "/v1/check-api-key":
-            return json_response(200, {"valid": False, "organization_id": None,
-                                       "owner_id": None})
+            return json_response(200, {"valid": False, "organization_id": None, "owner_id": None})
         return self.error(kind, call)
 
     def error(self, kind: str, call: Call, message: str | None = None) -> Response:
@@ -149,24 +163,27 @@ class CohereProvider(Provider):
             status, msg = 400, message or "invalid request"
         elif kind == "429":
             status = 429
-            msg = ("You are past the per minute request limit, please wait and try again "
-                   "later.")
+            msg = "You are past the per minute request limit, please wait and try again later."
             headers["retry-after"] = str(call.plan.retry_after)
         elif kind == "quota":
             status = 402
-            msg = ("Please add or update your payment method at "
-                   "https://dashboard.cohere.com/billing?tab=payment to continue")
+            msg = (
+                "Please add or update your payment method at "
+                "https://dashboard.cohere.com/billing?tab=payment to continue"
+            )
         elif kind == "500":
             status, msg = 500, "internal server error, this has been reported to our developers"
         else:  # 503, 529
             status, msg = 503, "service unavailable, please try again later"
-        return json_response(status, {"id": str(uuid.UUID(call.request_id)), "message": msg},
-                             headers)
+        return json_response(
+            status, {"id": str(uuid.UUID(call.request_id)), "message": msg}, headers
+        )
 
     def response_headers(self, call: Call, status: int) -> dict[str, str]:
         headers = {"x-request-id": str(uuid.UUID(call.request_id))}
         if status in (200, 429):
             headers["x-trial-endpoint-call-limit"] = str(_TRIAL_CALL_LIMIT)
             headers["x-trial-endpoint-call-remaining"] = str(
-                remaining(call, _TRIAL_CALL_LIMIT, status))
+                remaining(call, _TRIAL_CALL_LIMIT, status)
+            )
         return headers

@@ -28,7 +28,7 @@ def _offset(token: str) -> int:
     text = base64.urlsafe_b64decode(padded.encode()).decode()
     if not text.startswith("offset:"):
         raise ValueError(token)
-    return int(text[len("offset:"):])
+    return int(text[len("offset:") :])
 
 
 class GoogleProvider(Provider):
@@ -47,9 +47,13 @@ class GoogleProvider(Provider):
             if m.name == name and (method is None or method in m.methods):
                 return m
         action = method or "get"
-        raise self.fail("not_found", call, f"{name} is not found for API version v1beta, or is "
-                        f"not supported for {action}. Call ListModels to see the list of "
-                        "available models and their supported methods.")
+        raise self.fail(
+            "not_found",
+            call,
+            f"{name} is not found for API version v1beta, or is "
+            f"not supported for {action}. Call ListModels to see the list of "
+            "available models and their supported methods.",
+        )
 
     def route(self, call: Call) -> Response:
         req = call.req
@@ -57,7 +61,7 @@ class GoogleProvider(Provider):
         if req.method == "GET" and path == "/models":
             return self._list(call)
         if path.startswith("/models/"):
-            rest = path[len("/models/"):]
+            rest = path[len("/models/") :]
             if req.method == "GET" and ":" not in rest:
                 return self._json(200, self._model_json(self._find(call, f"models/{rest}")))
             model, _, method = rest.rpartition(":")
@@ -79,7 +83,7 @@ class GoogleProvider(Provider):
             raise self.fail("bad_request", call, "Invalid page token or page size.") from None
         size = min(size or GOOGLE_DEFAULT_PAGE_SIZE, 1000)
         models = self._models(call)
-        page = models[start:start + size]
+        page = models[start : start + size]
         payload: dict[str, Any] = {"models": [self._model_json(m) for m in page]}
         if start + size < len(models):
             payload["nextPageToken"] = _page_token(start + size)
@@ -106,8 +110,9 @@ class GoogleProvider(Provider):
             raise self.fail("bad_request", call, "Invalid JSON payload received.")
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
-            raise self.fail("bad_request", call, "* GenerateContentRequest.contents: contents "
-                            "is not specified")
+            raise self.fail(
+                "bad_request", call, "* GenerateContentRequest.contents: contents is not specified"
+            )
         model = self._find(call, name, "generateContent")
         texts: list[str] = []
         system = body.get("systemInstruction") or body.get("system_instruction")
@@ -118,44 +123,63 @@ class GoogleProvider(Provider):
                 texts.extend(text_of(content.get("parts")))
         config = body.get("generationConfig") or body.get("generation_config") or {}
         try:
-            max_tokens = positive_int(config.get("maxOutputTokens",
-                                                 config.get("max_output_tokens")))
+            max_tokens = positive_int(
+                config.get("maxOutputTokens", config.get("max_output_tokens"))
+            )
         except (ValueError, AttributeError):
-            raise self.fail("bad_request", call, "generation_config.max_output_tokens must be "
-                            "a positive integer") from None
+            raise self.fail(
+                "bad_request",
+                call,
+                "generation_config.max_output_tokens must be a positive integer",
+            ) from None
         gen = generate(texts, max_tokens)
-        return self._json(200, {
-            "candidates": [{
-                "content": {"role": "model", "parts": [{"text": gen.text}]},
-                "finishReason": "MAX_TOKENS" if gen.truncated else "STOP",
-                "index": 0,
-            }],
-            "usageMetadata": {
-                "promptTokenCount": gen.input_tokens,
-                "candidatesTokenCount": gen.output_tokens,
-                "totalTokenCount": gen.input_tokens + gen.output_tokens,
+        return self._json(
+            200,
+            {
+                "candidates": [
+                    {
+                        "content": {"role": "model", "parts": [{"text": gen.text}]},
+                        "finishReason": "MAX_TOKENS" if gen.truncated else "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {
+                    "promptTokenCount": gen.input_tokens,
+                    "candidatesTokenCount": gen.output_tokens,
+                    "totalTokenCount": gen.input_tokens + gen.output_tokens,
+                },
+                "modelVersion": model.name.removeprefix("models/"),
+                "responseId": f"fake{call.request_id[:18]}",
             },
-            "modelVersion": model.name.removeprefix("models/"),
-            "responseId": f"fake{call.request_id[:18]}",
-        })
+        )
 
     def error(self, kind: str, call: Call, message: str | None = None) -> Response:
         details: list[dict[str, Any]] = []
         if kind == "missing_key":
             code, status = 403, "PERMISSION_DENIED"
-            msg = ("Method doesn't allow unregistered callers (callers without established "
-                   "identity). Please use API Key or other form of API consumer identity to call "
-                   "this API.")
-            details.append({"@type": _ERROR_INFO, "reason": "CONSUMER_INVALID",
-                            "domain": "googleapis.com"})
+            msg = (
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call "
+                "this API."
+            )
+            details.append(
+                {"@type": _ERROR_INFO, "reason": "CONSUMER_INVALID", "domain": "googleapis.com"}
+            )
         elif kind in ("401", "498", "echo"):
             code, status = 400, "INVALID_ARGUMENT"
             msg = _BAD_KEY_MSG if kind != "echo" else f"{_BAD_KEY_MSG} Received: {call.key}"
             details += [
-                {"@type": _ERROR_INFO, "reason": "API_KEY_INVALID", "domain": "googleapis.com",
-                 "metadata": {"service": "generativelanguage.googleapis.com"}},
-                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
-                 "message": msg},
+                {
+                    "@type": _ERROR_INFO,
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "locale": "en-US",
+                    "message": msg,
+                },
             ]
         elif kind == "403":
             code, status = 403, "PERMISSION_DENIED"
@@ -167,29 +191,46 @@ class GoogleProvider(Provider):
             code, status, msg = 400, "INVALID_ARGUMENT", message or "Invalid request"
         elif kind == "429":
             code, status = 429, "RESOURCE_EXHAUSTED"
-            msg = ("You exceeded your current quota, please check your plan and billing "
-                   "details. Quota exceeded for metric: generate_content_free_tier_requests, "
-                   "limit: 10. Please retry in 1s.")
+            msg = (
+                "You exceeded your current quota, please check your plan and billing "
+                "details. Quota exceeded for metric: generate_content_free_tier_requests, "
+                "limit: 10. Please retry in 1s."
+            )
             details += [
-                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
-                    "quotaMetric": "generativelanguage.googleapis.com/"
-                                   "generate_content_free_tier_requests",
-                    "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                 "retryDelay": f"{call.plan.retry_after}s"},
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": "generativelanguage.googleapis.com/"
+                            "generate_content_free_tier_requests",
+                            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                        }
+                    ],
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": f"{call.plan.retry_after}s",
+                },
             ]
         elif kind == "quota":
             code, status = 429, "RESOURCE_EXHAUSTED"
-            msg = ("You exceeded your current quota, please check your plan and billing "
-                   "details. For more information on this error, head to: "
-                   "https://ai.google.dev/gemini-api/docs/rate-limits.")
-            details.append({"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                            "violations": [{"quotaId":
-                                            "GenerateRequestsPerDayPerProjectPerModel"}]})
+            msg = (
+                "You exceeded your current quota, please check your plan and billing "
+                "details. For more information on this error, head to: "
+                "https://ai.google.dev/gemini-api/docs/rate-limits."
+            )
+            details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}],
+                }
+            )
         elif kind == "500":
             code, status = 500, "INTERNAL"
-            msg = "An internal error has occurred. Please retry or report in " \
-                  "https://developers.generativeai.google/guide/troubleshooting"
+            msg = (
+                "An internal error has occurred. Please retry or report in "
+                "https://developers.generativeai.google/guide/troubleshooting"
+            )
         else:  # 503, 529
             code, status = 503, "UNAVAILABLE"
             msg = "The model is overloaded. Please try again later."

@@ -98,19 +98,24 @@ class OpenAIProvider(Provider):
             data = [self._model_json(m) for m in self._models(call)]
             return json_response(200, {"object": "list", "data": data})
         if req.method == "GET" and path.startswith("/models/"):
-            return json_response(200, self._model_json(self._find(call, path[len("/models/"):])))
+            return json_response(200, self._model_json(self._find(call, path[len("/models/") :])))
         if req.method == "POST" and path == "/chat/completions":
             body = req.json()
             if not isinstance(body, dict):
-                raise self.fail("bad_request", call, "We could not parse the JSON body of your "
-                                "request.")
+                raise self.fail(
+                    "bad_request", call, "We could not parse the JSON body of your request."
+                )
             model_id = body.get("model")
             if not isinstance(model_id, str) or not model_id:
                 raise self.fail("bad_request", call, "you must provide a model parameter")
             model = self._find(call, model_id)
             if not model.chat:
-                raise self.fail("bad_request", call, "This is not a chat model and thus not "
-                                "supported in the v1/chat/completions endpoint.")
+                raise self.fail(
+                    "bad_request",
+                    call,
+                    "This is not a chat model and thus not "
+                    "supported in the v1/chat/completions endpoint.",
+                )
             try:
                 return json_response(200, chat_completion(call, model.id, body))
             except ValueError as exc:
@@ -127,15 +132,20 @@ class OpenAIProvider(Provider):
         code: str | None = None
         etype = "invalid_request_error"
         if kind == "missing_key":
-            status, msg = 401, (
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+            status, msg = (
+                401,
+                (
+                    "You didn't provide an API key. You need to provide your API key in an "
+                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                ),
             )
         elif kind in ("401", "498", "echo"):
             shown = key if kind == "echo" else partly_redacted(key)
             status, code = 401, "invalid_api_key"
-            msg = (f"Incorrect API key provided: {shown}. You can find your API key at "
-                   "https://platform.openai.com/account/api-keys.")
+            msg = (
+                f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys."
+            )
         elif kind == "403":
             status, code = 403, "unsupported_country_region_territory"
             msg = "Country, region, or territory not supported"
@@ -151,15 +161,19 @@ class OpenAIProvider(Provider):
         elif kind == "429":
             status, code, etype = 429, "rate_limit_exceeded", "requests"
             ra = call.plan.retry_after
-            msg = ("Rate limit reached for requests in organization org-fakeprovider on "
-                   f"requests per min (RPM): Limit 500, Used 500, Requested 1. Please try "
-                   f"again in {ra}s.")
+            msg = (
+                "Rate limit reached for requests in organization org-fakeprovider on "
+                f"requests per min (RPM): Limit 500, Used 500, Requested 1. Please try "
+                f"again in {ra}s."
+            )
             headers["retry-after"] = str(ra)
         elif kind == "quota":
             status, code, etype = 429, "insufficient_quota", "insufficient_quota"
-            msg = ("You exceeded your current quota, please check your plan and billing "
-                   "details. For more information on this error, read the docs: "
-                   "https://platform.openai.com/docs/guides/error-codes/api-errors.")
+            msg = (
+                "You exceeded your current quota, please check your plan and billing "
+                "details. For more information on this error, read the docs: "
+                "https://platform.openai.com/docs/guides/error-codes/api-errors."
+            )
         elif kind == "500":
             status, etype = 500, "server_error"
             msg = "The server had an error while processing your request. Sorry about that!"
@@ -173,12 +187,14 @@ class OpenAIProvider(Provider):
         headers = {"x-request-id": f"req_{call.request_id}", "openai-version": "2020-10-01"}
         if status in (200, 429):
             ra = call.plan.retry_after
-            headers.update({
-                "x-ratelimit-limit-requests": str(REQUEST_LIMIT),
-                "x-ratelimit-limit-tokens": str(TOKEN_LIMIT),
-                "x-ratelimit-remaining-requests": str(remaining(call, REQUEST_LIMIT, status)),
-                "x-ratelimit-remaining-tokens": str(remaining(call, TOKEN_LIMIT, status)),
-                "x-ratelimit-reset-requests": f"{ra}s" if status == 429 else "6ms",
-                "x-ratelimit-reset-tokens": f"{ra}s" if status == 429 else "0s",
-            })
+            headers.update(
+                {
+                    "x-ratelimit-limit-requests": str(REQUEST_LIMIT),
+                    "x-ratelimit-limit-tokens": str(TOKEN_LIMIT),
+                    "x-ratelimit-remaining-requests": str(remaining(call, REQUEST_LIMIT, status)),
+                    "x-ratelimit-remaining-tokens": str(remaining(call, TOKEN_LIMIT, status)),
+                    "x-ratelimit-reset-requests": f"{ra}s" if status == 429 else "6ms",
+                    "x-ratelimit-reset-tokens": f"{ra}s" if status == 429 else "0s",
+                }
+            )
         return headers

@@ -1,0 +1,31 @@
+"""Non-HTTP entry points: the daily schedule and the SQS worker. Thin: parse, call, report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.observability import flush_metrics, logger
+
+
+def run_daily() -> dict[str, Any]:
+    from chalicelib.api.deps import services
+
+    try:
+        return services().daily.dispatch()
+    finally:
+        flush_metrics()
+
+
+def test_batch(records: list[tuple[str, str]]) -> dict[str, Any]:
+    """Process SQS records [(message_id, body)]; report partial failures the way Lambda's
+    ``ReportBatchItemFailures`` expects, so only the failed messages come back."""
+    from chalicelib.api.deps import services
+
+    try:
+        failed, _stats = services().daily.handle_batch(records)
+    except Exception:
+        logger.exception("daily batch failed as a whole")
+        failed = [mid for mid, _ in records]
+    finally:
+        flush_metrics()
+    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failed]}

@@ -1,0 +1,40 @@
+"""Connection test routes and the per-connection history and statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib.api.deps import services
+from chalicelib.api.http import ANY_TYPES, Ctx, view
+
+bp = Blueprint(__name__)
+
+
+@bp.route("/connections/test", methods=["POST"], content_types=ANY_TYPES)
+@view(bp)
+def test_unsaved(ctx: Ctx) -> dict[str, Any]:
+    return services().testing.test_unsaved(ctx.caller, ctx.json())
+
+
+@bp.route("/connections/{connection_id}/test", methods=["POST"], content_types=ANY_TYPES)
+@view(bp)
+def test_saved(ctx: Ctx, connection_id: str) -> dict[str, Any]:
+    return services().testing.test_saved(ctx.caller, connection_id, ctx.json(required=False))
+
+
+@bp.route("/connections/{connection_id}/tests", methods=["GET"])
+@view(bp)
+def test_history(ctx: Ctx, connection_id: str) -> dict[str, Any]:
+    limit, cursor = ctx.page()
+    return services().testing.history(ctx.caller, connection_id, cursor=cursor, limit=limit)
+
+
+@bp.route("/connections/{connection_id}/stats", methods=["GET"])
+@view(bp)
+def connection_stats(ctx: Ctx, connection_id: str) -> dict[str, Any]:
+    svc = services()
+    item = svc.connections.get(ctx.caller, connection_id)
+    return {"connection_id": item.id, "tests": svc.testing.test_stats(item),
+            "usage": svc.usage.stats(item) if svc.usage else None}

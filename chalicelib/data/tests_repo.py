@@ -1,0 +1,32 @@
+"""Test history: one item per test, newest first, expiring by TTL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from chalicelib.data.models import TestRecordModel
+from chalicelib.data.paging import Page, decode_cursor, encode_cursor
+
+
+class TestHistoryRepository:
+    __test__ = False
+
+    def add(self, record: TestRecordModel) -> None:
+        record.save()
+
+    def page(self, connection_id: str, *, cursor: str | None, limit: int
+             ) -> Page[TestRecordModel]:
+        scope = f"tests:{connection_id}"
+        result = TestRecordModel.query(
+            connection_id, scan_index_forward=False, limit=limit, page_size=limit,
+            last_evaluated_key=decode_cursor(cursor, scope),
+        )
+        items = list(result)
+        return Page(items, encode_cursor(result.last_evaluated_key, scope))
+
+    def since(self, connection_id: str, since_iso: str, cap: int = 5000
+              ) -> Iterator[TestRecordModel]:
+        yield from TestRecordModel.query(
+            connection_id, TestRecordModel.sk >= since_iso, scan_index_forward=False,
+            limit=cap, page_size=500,
+        )

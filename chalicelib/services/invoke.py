@@ -1,0 +1,285 @@
+"""One chat call through a connection, with its settings, rate limit, quotas and usage.
+
+Hot path of a warm Lambda: one consistent GetItem for the connection, the rate-limit update
+(when ``rate_limit_rpm`` is set), the provider call, one usage update. Decrypted secrets come
+from a bounded in-memory cache (at most 5 minutes, keyed by connection id, version and
+credential timestamp, so any update or rotation misses the cache); the provider catalogue is
+cached for a minute. No KMS call while the cache is warm.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from chalicelib.data.models import ConnectionModel, ProviderModel
+from chalicelib.data.usage_repo import UsageRepository, bucket_upper_ms
+from chalicelib.errors import InvalidInput, RateLimited, Unprocessable, UpstreamFailure
+from chalicelib.observability import logger
+from chalicelib.services.audit import AuditService
+from chalicelib.services.common import Caller, utcnow
+from chalicelib.services.connections import ConnectionService
+from chalicelib.services.providers import ProviderService
+from chalicelib.services.testing import TestingService, percentile
+from chalicelib.services.validation import Strict, parse
+from chalicelib.settings import Settings
+
+# Provider error code -> our HTTP status for an invoke.
+UPSTREAM_STATUS = {
+    "invalid_api_key": 424,
+    "permission_denied": 424,
+    "model_not_available": 422,
+    "rate_limited": 429,
+    "quota_exhausted": 429,
+    "timeout": 504,
+    "network_error": 502,
+    "provider_unavailable": 503,
+    "bad_response": 502,
+    "blocked_endpoint": 422,
+    "provider_disabled": 422,
+}
+
+
+class Message(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(min_length=1, max_length=200_000)]
+
+
+class InvokeRequest(Strict):
+    messages: Annotated[list[Message], Field(min_length=1, max_length=200)]
+    model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=5)] | None = None
+
+
+class TTLCache:
+    """A small thread-safe LRU with per-entry expiry."""
+
+    def __init__(self, capacity: int, ttl_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._data: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._capacity = capacity
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None:
+                return None
+            if hit[0] < self._clock():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = (self._clock() + self._ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self._capacity:
+                self._data.popitem(last=False)
+
+    def drop_prefix(self, first: Any) -> None:
+        with self._lock:
+            for key in [k for k in self._data if k[0] == first]:
+                del self._data[key]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _epoch(dt: datetime) -> int:
+    return int(dt.timestamp())
+
+
+class InvokeService:
+    def __init__(self, connections: ConnectionService, providers: ProviderService,
+                 testing: TestingService, usage: UsageRepository, audit: AuditService,
+                 settings: Settings) -> None:
+        self._connections = connections
+        self._providers = providers
+        self._testing = testing
+        self._usage = usage
+        self._audit = audit
+        self._settings = settings
+        self.secrets = TTLCache(capacity=512, ttl_seconds=min(300, settings.invoke_cache_seconds))
+        self._provider_cache = TTLCache(capacity=256, ttl_seconds=60)
+
+    def _provider(self, provider_id: str) -> ProviderModel | None:
+        hit = self._provider_cache.get((provider_id,))
+        if hit is not None:
+            return hit if isinstance(hit, ProviderModel) else None
+        provider = self._providers.get_model(provider_id)
+        self._provider_cache.put((provider_id,), provider or False)
+        return provider
+
+    def _secrets(self, item: ConnectionModel) -> dict[str, str]:
+        key = (item.id, int(item.version), item.credentials_updated_at)
+        cached = self.secrets.get(key)
+        if cached is not None:
+            return dict(cached)
+        self.secrets.drop_prefix(item.id)
+        values = self._connections.open_secrets(item)
+        if self._settings.invoke_cache_seconds > 0:
+            self.secrets.put(key, dict(values))
+        return values
+
+    def invoke(self, caller: Caller, connection_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        from chalicelib.providers.base import REMEDIATION, ChatMessage, ProviderError
+        from chalicelib.providers.runner import invoke_target, run_sync
+
+        req = parse(InvokeRequest, body)
+        item = self._connections.get(caller, connection_id)
+        if item.needs_credentials or item.sealed is None:
+            raise Unprocessable("this connection has no credentials yet; supply them first",
+                                field="credentials", code="needs_credentials")
+        provider = self._provider(item.provider)
+        if provider is None or not provider.enabled:
+            raise Unprocessable(f"provider {item.provider!r} is disabled",
+                                field="provider", code="provider_disabled")
+        conn_settings = item.settings or {}
+        defaults = provider.default_settings or {}
+        model = req.model or item.default_model
+        if not model:
+            raise InvalidInput("model is required: the connection has no default model",
+                               field="model")
+        temperature = req.temperature if req.temperature is not None else conn_settings.get(
+            "temperature")
+        lo = float(defaults.get("temperature_min", 0.0))
+        hi = float(defaults.get("temperature_max", 2.0))
+        if temperature is not None and not lo <= float(temperature) <= hi:
+            raise InvalidInput(f"temperature must be between {lo} and {hi} for provider "
+                               f"{provider.id!r}", field="temperature")
+        max_tokens = req.max_tokens or conn_settings.get("max_tokens")
+
+        now = utcnow()
+        self._gate(item, conn_settings, now)
+        secrets = self._secrets(item)
+        target = self._testing.target(
+            provider, base_url=item.base_url,
+            credentials={**(item.credentials_public or {}), **secrets},
+            default_model=model, settings=conn_settings)
+        messages = [ChatMessage(m.role, m.content) for m in req.messages]
+        started = time.monotonic()
+        try:
+            outcome = run_sync(invoke_target(target, messages, model=model,
+                                             max_tokens=max_tokens, temperature=temperature))
+        except ProviderError as err:
+            latency = round((time.monotonic() - started) * 1000)
+            self._record(item, now, latency, 0, 0, err.code)
+            retry_after = int(err.retry_after) + 1 if err.retry_after else None
+            if err.code == "rate_limited" and retry_after is None:
+                retry_after = 1
+            raise UpstreamFailure(err.message, code=err.code,
+                                  http_status=UPSTREAM_STATUS.get(err.code, 502),
+                                  remediation=list(REMEDIATION[err.code]),
+                                  retry_after=retry_after) from None
+        self._record(item, now, outcome.latency_ms, outcome.input_tokens, outcome.output_tokens,
+                     None)
+        if conn_settings.get("monthly_token_quota"):
+            self._usage.add_month_tokens(item.id, now.strftime("%Y-%m"),
+                                         outcome.input_tokens + outcome.output_tokens,
+                                         _epoch(now + timedelta(days=62)))
+        return outcome.to_dict()
+
+    def _gate(self, item: ConnectionModel, conn_settings: dict[str, Any], now: datetime) -> None:
+        """Rate limit and monthly quotas, enforced in DynamoDB across all Lambdas."""
+        rpm = conn_settings.get("rate_limit_rpm")
+        if rpm:
+            minute = now.strftime("%Y%m%d%H%M")
+            if not self._usage.take_rate_slot(item.id, minute, int(rpm),
+                                               _epoch(now + timedelta(minutes=10))):
+                raise RateLimited(f"rate limit of {rpm} requests per minute reached",
+                                  retry_after=60 - now.second, code="rate_limited")
+        rq = conn_settings.get("monthly_request_quota")
+        tq = conn_settings.get("monthly_token_quota")
+        if not (rq or tq):
+            return
+        totals = self._usage.take_quota(item.id, now.strftime("%Y-%m"), request_quota=rq,
+                                        token_quota=tq, ttl=_epoch(now + timedelta(days=62)))
+        if totals is None:
+            first = (now.replace(day=1) + timedelta(days=32)).replace(
+                day=1, hour=0, minute=0, second=0, microsecond=0)
+            self._set_quota_status(item, "error", "monthly quota used up until "
+                                   f"{first.strftime('%Y-%m-%d')}")
+            raise RateLimited("monthly quota of this connection is used up",
+                              retry_after=int((first - now).total_seconds()),
+                              code="quota_exceeded")
+        used = max((totals.get("requests", 0) / rq) if rq else 0,
+                   (totals.get("tokens", 0) / tq) if tq else 0)
+        if used >= 0.8:
+            self._set_quota_status(item, "warning",
+                                   f"{int(used * 100)}% of the monthly quota is used")
+
+    def _set_quota_status(self, item: ConnectionModel, status: str, message: str) -> None:
+        if item.status == status and item.status_message == message:
+            return
+        try:
+            self._connections.set_status(item, status, message)
+        except Exception:  # noqa: BLE001 - a status hint must never fail the call
+            logger.exception("could not record the quota status")
+
+    def _record(self, item: ConnectionModel, now: datetime, latency_ms: int, tin: int,
+                tout: int, error_code: str | None) -> None:
+        try:
+            self._usage.record(item.id, item.owner, now.strftime("%Y-%m-%d"),
+                               latency_ms=latency_ms, input_tokens=tin, output_tokens=tout,
+                               error_code=error_code, ttl=_epoch(now + timedelta(days=400)))
+        except Exception:  # noqa: BLE001 - losing one usage sample must not fail the call
+            logger.exception("usage not recorded", extra={"connection_id": item.id})
+
+    # statistics ----------------------------------------------------------------------
+
+    def stats(self, item: ConnectionModel) -> dict[str, Any]:
+        now = utcnow()
+        days = self._usage.days(item.id, (now - timedelta(days=29)).strftime("%Y-%m-%d"))
+        out: dict[str, Any] = {}
+        for label, span in (("7d", 7), ("30d", 30)):
+            since = (now - timedelta(days=span - 1)).strftime("%Y-%m-%d")
+            window = [d for d in days if str(d["sk"])[4:] >= since]
+            hist: dict[int, int] = {}
+            errors: dict[str, int] = {}
+            for d in window:
+                for k, v in d.items():
+                    if k.startswith("h") and k[1:].isdigit():
+                        hist[int(k[1:])] = hist.get(int(k[1:]), 0) + int(v)
+                    elif k.startswith("err_"):
+                        errors[k[4:]] = errors.get(k[4:], 0) + int(v)
+            samples = [bucket_upper_ms(b) for b, n in sorted(hist.items()) for _ in range(n)]
+            out[label] = {
+                "requests": sum(int(d.get("requests", 0)) for d in window),
+                "errors": sum(int(d.get("errors", 0)) for d in window),
+                "errors_by_code": errors,
+                "input_tokens": sum(int(d.get("input_tokens", 0)) for d in window),
+                "output_tokens": sum(int(d.get("output_tokens", 0)) for d in window),
+                "latency_p50_ms": percentile(samples, 50),
+                "latency_p95_ms": percentile(samples, 95),
+            }
+        out["daily"] = [{"day": str(d["sk"])[4:], "requests": d.get("requests", 0),
+                         "errors": d.get("errors", 0),
+                         "input_tokens": d.get("input_tokens", 0),
+                         "output_tokens": d.get("output_tokens", 0)} for d in days]
+        return out
+
+    def usage_for_owner(self, caller: Caller, owner: str | None) -> dict[str, Any]:
+        from chalicelib.errors import Forbidden
+
+        if not caller.is_admin:
+            raise Forbidden("only administrators may see usage across users")
+        if not owner:
+            raise InvalidInput("owner is required", field="owner")
+        items = []
+        for conn in self._connections.iter_owner(owner):
+            s = self.stats(conn)
+            items.append({"connection_id": conn.id, "name": conn.name,
+                          "provider": conn.provider, "7d": s["7d"], "30d": s["30d"]})
+        self._audit.record(caller, "usage.read", f"owner:{owner}", target_owner=owner)
+        return {"owner": owner, "items": items, "next_cursor": None}

@@ -1,0 +1,94 @@
+"""Alert subscriptions: an SNS subscription with a filter policy on the caller's ``owner``
+(admins may subscribe to all alerts). SNS sends its usual confirmation email."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from chalicelib.data.models import SubscriptionModel
+from chalicelib.errors import Forbidden, InvalidInput, NotFound
+from chalicelib.services.audit import AuditService
+from chalicelib.services.common import Caller, iso, new_id, utcnow
+from chalicelib.services.validation import Strict, parse
+from chalicelib.settings import Settings
+
+# Pragmatic address check (RFC 5322 allows more, SNS and mail servers accept less).
+_EMAIL = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"  # noqa: E501
+
+
+class SubscriptionRequest(Strict):
+    protocol: Literal["email"]
+    endpoint: Annotated[str, Field(min_length=3, max_length=254, pattern=_EMAIL)]
+    scope: Literal["own", "all"] = "own"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _no_spaces(cls, value: str) -> str:
+        if value != value.strip():
+            raise ValueError("must not have surrounding spaces")
+        return value
+
+
+class SubscriptionService:
+    def __init__(self, sns_factory: Callable[[], Any], settings: Settings,
+                 audit: AuditService) -> None:
+        self._sns = sns_factory
+        self._settings = settings
+        self._audit = audit
+
+    def subscribe(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        data = parse(SubscriptionRequest, body)
+        if data.scope == "all" and not caller.is_admin:
+            raise Forbidden("only administrators may subscribe to every alert", field="scope")
+        attributes: dict[str, str] = {}
+        if data.scope == "own":
+            attributes["FilterPolicy"] = json.dumps({"owner": [caller.user_id]})
+            attributes["FilterPolicyScope"] = "MessageAttributes"
+        resp = self._sns().subscribe(
+            TopicArn=self._settings.alerts_topic_arn, Protocol=data.protocol,
+            Endpoint=data.endpoint, Attributes=attributes, ReturnSubscriptionArn=True,
+        )
+        item = SubscriptionModel(
+            owner=caller.user_id, subscription_id=new_id("sub"), protocol=data.protocol,
+            endpoint=data.endpoint, scope=data.scope, subscription_arn=resp["SubscriptionArn"],
+            created_at=iso(utcnow()),
+        )
+        item.save()
+        self._audit.record(caller, "subscription.create", f"subscription:{item.subscription_id}",
+                           target_owner=caller.user_id, detail={"scope": data.scope})
+        return to_view(item)
+
+    def list(self, caller: Caller) -> list[dict[str, Any]]:
+        return [to_view(s) for s in SubscriptionModel.query(caller.user_id, limit=100)]
+
+    def delete(self, caller: Caller, subscription_id: str) -> None:
+        try:
+            item = SubscriptionModel.get(caller.user_id, subscription_id)
+        except SubscriptionModel.DoesNotExist:
+            raise NotFound("subscription not found") from None
+        try:
+            self._sns().unsubscribe(SubscriptionArn=item.subscription_arn)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code not in ("NotFound", "InvalidParameter"):
+                raise
+        item.delete()
+        self._audit.record(caller, "subscription.delete", f"subscription:{subscription_id}",
+                           target_owner=caller.user_id)
+
+
+def to_view(s: SubscriptionModel) -> dict[str, Any]:
+    pending = "pending" in (s.subscription_arn or "").lower()
+    return {"id": s.subscription_id, "protocol": s.protocol, "endpoint": s.endpoint,
+            "scope": s.scope, "status": "pending_confirmation" if pending else "subscribed",
+            "created_at": s.created_at}
+
+
+def check_id(value: str) -> str:
+    if not value or len(value) > 64:
+        raise InvalidInput("subscription id is not valid", field="subscription_id")
+    return value

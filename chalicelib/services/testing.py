@@ -1,0 +1,244 @@
+"""Connection tests: build a provider target from a connection, run the adapter, record the
+result (status, history, audit) and hand transitions to the alerting service."""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from chalicelib.data.connections_repo import ConnectionRepository
+from chalicelib.data.models import ConnectionModel, ProviderModel, TestRecordModel
+from chalicelib.data.paging import BadCursor
+from chalicelib.data.tests_repo import TestHistoryRepository
+from chalicelib.errors import InvalidInput, Unprocessable
+from chalicelib.observability import logger, metrics
+from chalicelib.services.audit import AuditService
+from chalicelib.services.common import Caller, iso, utcnow
+from chalicelib.services.connections import ConnectionCreate, ConnectionService
+from chalicelib.services.providers import ProviderService
+from chalicelib.services.validation import Strict, parse
+from chalicelib.settings import Settings
+
+
+class TestOptions(Strict):
+    __test__ = False
+    probe_model: bool = False
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A connection ready to test: its provider and the decrypted target."""
+
+    item: ConnectionModel
+    provider: ProviderModel | None
+    target: Any  # chalicelib.providers.base.Target, or None when the provider is unusable
+
+
+def percentile(values: list[int], pct: float) -> int | None:
+    """Nearest-rank percentile."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return int(ordered[int(rank) - 1])
+
+
+class TestingService:
+    __test__ = False
+
+    def __init__(
+        self,
+        connections: ConnectionService,
+        providers: ProviderService,
+        repo: ConnectionRepository,
+        history: TestHistoryRepository,
+        audit: AuditService,
+        settings: Settings,
+        on_result: Callable[[ConnectionModel, dict[str, Any], str], None] | None = None,
+    ) -> None:
+        self._connections = connections
+        self._providers = providers
+        self._repo = repo
+        self._history = history
+        self._audit = audit
+        self._settings = settings
+        self._on_result = on_result
+
+    # targets ------------------------------------------------------------------------
+
+    def target(self, provider: ProviderModel, *, base_url: str | None,
+               credentials: dict[str, str], default_model: str | None,
+               settings: dict[str, Any]) -> Any:
+        from chalicelib.providers.base import Target
+
+        defaults = provider.default_settings or {}
+        return Target(
+            adapter=provider.adapter,
+            base_url=(base_url or provider.base_url or "").rstrip("/"),
+            credentials=credentials,
+            default_model=default_model,
+            timeout_seconds=float(settings.get("timeout_seconds")
+                                  or defaults.get("timeout_seconds", 30)),
+            max_retries=int(settings.get("max_retries", defaults.get("max_retries", 3))),
+            slow_threshold_ms=int(defaults.get("slow_threshold_ms", 5000)),
+            allow_hosts=self._settings.outbound_allow_hosts,
+            allow_http=self._settings.outbound_allow_http,
+        )
+
+    def prepare(self, item: ConnectionModel) -> Prepared:
+        """Provider lookup and secret decryption (one KMS call) for a saved connection."""
+        provider = self._providers.get_model(item.provider)
+        if provider is None or not provider.enabled:
+            return Prepared(item, provider, None)
+        secrets = self._connections.open_secrets(item)
+        creds = {**(item.credentials_public or {}), **secrets}
+        target = self.target(provider, base_url=item.base_url, credentials=creds,
+                             default_model=item.default_model, settings=item.settings or {})
+        return Prepared(item, provider, target)
+
+    @staticmethod
+    def disabled_outcome(provider_id: str) -> dict[str, Any]:
+        from chalicelib.providers.base import REMEDIATION, Check, TestOutcome
+
+        return TestOutcome(
+            status="error",
+            checks={k: Check(ok=None) for k in ("connectivity", "authentication",
+                                                "model_access", "performance")},
+            latency_ms=None, available_models=[],
+            error={"code": "provider_disabled",
+                   "message": f"provider {provider_id!r} is disabled or no longer exists",
+                   "remediation": list(REMEDIATION["provider_disabled"])},
+            warnings=[],
+        ).to_dict()
+
+    # manual tests --------------------------------------------------------------------
+
+    def test_saved(self, caller: Caller, connection_id: str, body: dict[str, Any]
+                   ) -> dict[str, Any]:
+        from chalicelib.providers.runner import run_sync, test_target
+
+        options = parse(TestOptions, body)
+        item = self._connections.get(caller, connection_id)
+        if item.needs_credentials or item.sealed is None:
+            raise Unprocessable("this connection has no credentials yet; supply them first",
+                                field="credentials", code="needs_credentials")
+        prepared = self.prepare(item)
+        if prepared.target is None:
+            result = self.disabled_outcome(item.provider)
+        else:
+            result = run_sync(test_target(prepared.target,
+                                          probe_model=options.probe_model)).to_dict()
+        self.record(item, result, trigger="manual", caller=caller)
+        return result
+
+    def test_unsaved(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        """Test a configuration before saving it; stores nothing but an audit event."""
+        from chalicelib.providers.runner import run_sync, test_target
+
+        probe = body.get("probe_model", False) if isinstance(body, dict) else False
+        if not isinstance(probe, bool):
+            raise InvalidInput("probe_model must be true or false", field="probe_model")
+        data = parse(ConnectionCreate, {k: v for k, v in body.items() if k != "probe_model"})
+        provider, base_url, public, secrets, conn_settings = \
+            self._connections.prepare_config(data)
+        target = self.target(provider, base_url=base_url, credentials={**public, **secrets},
+                             default_model=data.default_model, settings=conn_settings)
+        result = run_sync(test_target(target, probe_model=probe)).to_dict()
+        self._audit.record(caller, "connection.test_unsaved", f"provider:{provider.id}",
+                           target_owner=caller.user_id,
+                           detail={"status": result["status"],
+                                   "error_code": (result.get("error") or {}).get("code")})
+        return result
+
+    # recording -----------------------------------------------------------------------
+
+    def record(self, item: ConnectionModel, result: dict[str, Any], *, trigger: str,
+               caller: Caller) -> None:
+        """Save a result: connection status, history entry, audit event, alert hook."""
+        error = result.get("error") or {}
+        tested_at = result.get("tested_at") or iso(utcnow())
+        summary = {
+            "status": result["status"],
+            "tested_at": tested_at,
+            "latency_ms": result.get("latency_ms"),
+            "error_code": error.get("code"),
+            "error_message": error.get("message"),
+            "warnings": result.get("warnings") or [],
+            "trigger": trigger,
+        }
+        message = error.get("message") or "; ".join(result.get("warnings") or []) or None
+        M = ConnectionModel
+        actions = [
+            M.status.set(result["status"]),
+            M.last_tested_at.set(tested_at),
+            M.last_test.set(summary),
+            M.status_message.set(message) if message else M.status_message.remove(),
+        ]
+        if result.get("available_models"):
+            actions.append(M.available_models.set(result["available_models"]))
+        try:
+            self._repo.update_unversioned(item, actions)
+        except Exception as exc:
+            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+                logger.info("connection vanished before its test was recorded",
+                            extra={"connection_id": item.id})
+                return
+            raise
+        now = utcnow()
+        self._history.add(TestRecordModel(
+            connection_id=item.id,
+            sk=f"{tested_at}#{pysecrets.token_hex(4)}",
+            owner=item.owner,
+            tested_at=tested_at,
+            trigger=trigger,
+            status=result["status"],
+            latency_ms=result.get("latency_ms"),
+            error_code=error.get("code"),
+            result=result,
+            expires_at=now + timedelta(days=self._settings.test_history_ttl_days),
+        ))
+        self._audit.record(caller, "connection.test", f"connection:{item.id}",
+                           target_owner=item.owner,
+                           outcome="success" if result["status"] != "error" else "failure",
+                           detail={"trigger": trigger, "status": result["status"],
+                                   "error_code": error.get("code")})
+        metrics.add_metric(name="ConnectionTests", unit="Count", value=1)
+        if self._on_result is not None:
+            self._on_result(item, result, trigger)
+
+    # history and stats ----------------------------------------------------------------
+
+    def history(self, caller: Caller, connection_id: str, *, cursor: str | None,
+                limit: int) -> dict[str, Any]:
+        item = self._connections.get(caller, connection_id)
+        try:
+            page = self._history.page(item.id, cursor=cursor, limit=limit)
+        except BadCursor as exc:
+            raise InvalidInput(str(exc), field="cursor") from None
+        return {"items": [_record_view(r) for r in page.items], "next_cursor": page.next_cursor}
+
+    def test_stats(self, item: ConnectionModel) -> dict[str, Any]:
+        now = utcnow()
+        since30 = iso(now - timedelta(days=30))
+        since7 = iso(now - timedelta(days=7))
+        rows = list(self._history.since(item.id, since30))
+        out: dict[str, Any] = {}
+        for label, since in (("7d", since7), ("30d", since30)):
+            window = [r for r in rows if r.tested_at >= since]
+            lat = [int(r.latency_ms) for r in window if r.latency_ms is not None]
+            out[label] = {
+                "tests": len(window),
+                "failures": sum(1 for r in window if r.status == "error"),
+                "warnings": sum(1 for r in window if r.status == "warning"),
+                "latency_p50_ms": percentile(lat, 50),
+                "latency_p95_ms": percentile(lat, 95),
+            }
+        return out
+
+
+def _record_view(r: TestRecordModel) -> dict[str, Any]:
+    return {"tested_at": r.tested_at, "trigger": r.trigger, "status": r.status,
+            "latency_ms": r.latency_ms, "error_code": r.error_code, "result": r.result}
