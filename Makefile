@@ -57,3 +57,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .local build .pytest_cache .mypy_cache .ruff_cache
+
+daily: $(STAMP)
+	$(PY) -m devtools.daily daily
+
+alerts: $(STAMP)
+	$(PY) -m devtools.daily alerts

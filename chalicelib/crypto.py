@@ -95,7 +95,11 @@ class EnvelopeCipher:
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("InvalidCiphertextException", "IncorrectKeyException", "NotFoundException"):
+            # A damaged or foreign wrapped key names a key KMS cannot find, or one this caller
+            # may not use: AccessDenied too (KeyId is pinned, so a misconfigured role fails
+            # ``seal`` loudly as well and is not hidden by this).
+            if code in ("InvalidCiphertextException", "IncorrectKeyException", "NotFoundException",
+                        "AccessDeniedException"):
                 raise SealBroken(
                     "stored credentials cannot be opened for this connection; enter the secret again"
                 ) from None

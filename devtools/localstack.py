@@ -129,8 +129,9 @@ def start_fake(port: int) -> Any:
 
 
 def chalice_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "chalice", "local", "--stage", "local",
-            "--host", "127.0.0.1", "--port", str(port)]
+    # The console script of the same environment (chalice has no ``__main__``).
+    return [str(Path(sys.executable).parent / "chalice"), "local", "--stage", "local",
+            "--host", "127.0.0.1", "--port", str(port), "--no-autoreload"]
 
 
 def start_api(env: dict[str, str], port: int, *, quiet: bool = False) -> subprocess.Popen[bytes]:

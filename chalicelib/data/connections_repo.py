@@ -116,10 +116,12 @@ class ConnectionRepository:
                 if audit is not None:
                     txn.save(audit, condition=AuditModel.sk.does_not_exist())
         except TransactWriteError as exc:
+            # PynamoDB sends deletes, then puts, then updates (not the order written above):
+            # [old lock delete, new lock put,] audit put, connection update.
             reasons = _reasons(exc)
-            if reasons and reasons[0] == "ConditionalCheckFailed":
+            if reasons and reasons[-1] == "ConditionalCheckFailed":
                 raise VersionConflict(item.id) from None
-            if rename_from is not None and len(reasons) > 2 and reasons[2] == "ConditionalCheckFailed":
+            if rename_from is not None and len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                 raise NameTaken(item.name) from None
             raise
 

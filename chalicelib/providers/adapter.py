@@ -13,7 +13,6 @@ from urllib.parse import quote
 from chalicelib.providers.base import ChatMessage, ProviderError, Target
 from chalicelib.providers.session import ProviderSession
 
-FINISH_REASONS = ("stop", "length", "content_filter", "other")
 DEFAULT_MAX_TOKENS = 1024  # for providers that require a limit (Anthropic) when none is given
 
 
@@ -35,7 +34,7 @@ class GenerationRequest:
 class Completion:
     text: str
     model: str
-    finish_reason: str
+    finish_reason: str  # "stop" | "length" | "content_filter" | "other"
     input_tokens: int
     output_tokens: int
     request_id: str | None

@@ -255,7 +255,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             raise ProviderError(
                 "blocked_endpoint", "URLs with a user name or password are not allowed."
             )
-        host = url.host
+        host = url.raw_host.decode("ascii")  # IDNA-encoded, as DNS and TLS want it
         port = url.port or (443 if url.scheme == "https" else 80)
         addrs = await vet_host(host, port, allow_hosts=self._allow_hosts, resolver=self._resolver)
         inner = self._transport_for(host)

@@ -53,6 +53,7 @@ GRACE_SECONDS = 0.5  # the outer guard fires this long after the budget if a lay
 HEADROOM_WARNING = 0.10
 PROBE_MESSAGES = (ChatMessage("user", "hi"),)
 ROLES = frozenset({"system", "user", "assistant"})
+_AUTH_FAILURES = frozenset({"invalid_api_key", "permission_denied"})
 # Raised by adapter code on provider data it did not expect; reported as bad_response.
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
@@ -165,10 +166,7 @@ def _outcome(
 
     connectivity = Check(obs.connected, obs.connectivity_ms if obs.connected else None)
 
-    if err is not None and progress.models is None and err.code in (
-        "invalid_api_key",
-        "permission_denied",
-    ):
+    if progress.models is None and err is not None and err.code in _AUTH_FAILURES:
         authentication = Check(False, detail=err.message)
     elif progress.models is not None or obs.auth_proven:
         authentication = Check(True)

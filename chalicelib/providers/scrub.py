@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
 REDACTED = "[REDACTED]"
-FRAGMENT = 8  # shortest substring of a secret that counts as a leak
+FRAGMENT = 12  # shortest substring of a secret that counts as a leak
 _MIN_EXACT = 4  # shorter values (e.g. "1") are not secrets worth garbling a message for
 
 # Credential fields that are configuration, not secrets.

@@ -276,10 +276,15 @@ class ConnectionService:
         elif provider_changed:
             actions.append(M.settings.set(self._check_settings(provider, None, item.settings)))
 
-        creds: dict[str, Any] = (data.credentials or {}) if "credentials" in fields else {}
+        creds: dict[str, Any] = dict(data.credentials or {}) if "credentials" in fields else {}
         secret_names = {f["name"] for f in provider.credential_fields if f["secret"]}
         required_secrets = {f["name"] for f in provider.credential_fields
                             if f["secret"] and f.get("required")}
+        # null removes an optional secret (a required one stays an error, below).
+        removed = {k for k, v in creds.items()
+                   if v is None and k in secret_names and k not in required_secrets}
+        for key in removed:
+            del creds[key]
         given_secrets = {k for k in creds if k in secret_names}
         keep: dict[str, str] | None = None
         if endpoint_changed:
@@ -290,13 +295,15 @@ class ConnectionService:
                     "changing provider or base_url requires the secret again "
                     f"(credentials.{missing[0]})", field=f"credentials.{missing[0]}")
             keep = {}
-        elif given_secrets:
+        elif given_secrets or (removed and item.sealed is not None):
             missing = sorted(required_secrets - given_secrets)
             if missing and item.sealed is None:
                 raise InvalidInput(f"credentials.{missing[0]} is required",
                                    field=f"credentials.{missing[0]}")
-            keep = self.open_secrets(item) if missing else {}
-        if creds or endpoint_changed:
+            # Only the named secrets change: stored ones not named are kept (one decrypt).
+            untouched = set(item.secret_fields or {}) - given_secrets - removed
+            keep = self.open_secrets(item) if untouched and item.sealed is not None else {}
+        if creds or endpoint_changed or removed:
             public_base = {} if provider_changed else dict(item.credentials_public or {})
             merged_public, new_secrets = self._check_credentials(
                 provider, creds, require_all=False, existing_public=public_base)
@@ -306,7 +313,8 @@ class ConnectionService:
                                        field=f"credentials.{f['name']}")
             actions.append(M.credentials_public.set(merged_public))
             if keep is not None:
-                secret_values = {k: v for k, v in keep.items() if k in secret_names}
+                secret_values = {k: v for k, v in keep.items()
+                                 if k in secret_names and k not in removed}
                 secret_values.update(new_secrets)
                 sealed = self._cipher_factory().seal(
                     secret_values, Binding(item.owner, item.id, provider.id, base_url))
@@ -436,7 +444,8 @@ class ConnectionService:
         """Create every entry or none; each is left untested until its secret is supplied."""
         doc = parse(ImportDocument, body)
         if doc.format != EXPORT_FORMAT or doc.version != 1:
-            raise InvalidInput(f"format must be {EXPORT_FORMAT!r} version 1", field="format")
+            raise InvalidInput(f"format must be {EXPORT_FORMAT!r} version 1",
+                               field="format" if doc.format != EXPORT_FORMAT else "version")
         seen: set[str] = set()
         items = []
         now = iso(utcnow())

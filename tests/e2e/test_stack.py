@@ -1,0 +1,55 @@
+"""`make run`'s stack over HTTP: health, identity, a connection's life against the fakes."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import dump
+
+pytestmark = pytest.mark.e2e
+
+
+def test_health_and_openapi_over_http(stack):
+    health = httpx.get(f"{stack.api}/health", trust_env=False)
+    assert health.status_code == 200
+    assert health.json()["checks"] == {
+        "dynamodb": {"ok": True, "latency_ms": health.json()["checks"]["dynamodb"]["latency_ms"]},
+        "kms": {"ok": True, "latency_ms": health.json()["checks"]["kms"]["latency_ms"]},
+    }
+    assert httpx.get(f"{stack.api}/openapi.json", trust_env=False).status_code == 200
+    assert httpx.get(f"{stack.api}/connections", trust_env=False).status_code == 401
+
+
+def test_connection_lifecycle_over_http(stack):
+    user = f"e2e-{uuid.uuid4().hex[:8]}"
+    with stack.client(user) as api, stack.client(user + "-other") as other:
+        body = {"name": "Fake OpenAI", "provider": "custom",
+                "base_url": f"{stack.fake}/openai/v1",
+                "credentials": {"api_key": "fk_ok_e2e_key_0123456789"},
+                "default_model": "gpt-4o"}
+        created = api.post("/connections", json=body)
+        assert created.status_code == 201, dump(created)
+        cid = created.json()["id"]
+        assert created.headers["location"] == f"/connections/{cid}"
+        assert "fk_ok_e2e_key_0123456789" not in created.text
+
+        tested = api.post(f"/connections/{cid}/test")
+        assert tested.status_code == 200, dump(tested)
+        assert tested.json()["status"] == "active"
+        assert "gpt-4o" in tested.json()["available_models"]
+
+        listed = api.get("/connections").json()["items"]
+        assert [c["status"] for c in listed] == ["active"]
+        assert listed[0]["last_tested_at"] and listed[0]["latency_ms"] is not None
+
+        invoked = api.post(f"/connections/{cid}/invoke",
+                           json={"messages": [{"role": "user", "content": "say hi"}]})
+        assert invoked.status_code == 200, dump(invoked)
+        assert invoked.json()["usage"]["output_tokens"] > 0
+
+        assert other.get(f"/connections/{cid}").status_code == 404
+        assert api.delete(f"/connections/{cid}").status_code == 204
+        assert api.get(f"/connections/{cid}").status_code == 404
