@@ -101,7 +101,8 @@ class EnvelopeCipher:
             if code in ("InvalidCiphertextException", "IncorrectKeyException", "NotFoundException",
                         "AccessDeniedException"):
                 raise SealBroken(
-                    "stored credentials cannot be opened for this connection; enter the secret again"
+                    "stored credentials cannot be opened for this connection; "
+                    "enter the secret again"
                 ) from None
             raise
         key = resp["Plaintext"]

@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 SERVICE = "llm-connections"
@@ -81,13 +81,24 @@ def redact(text: str) -> str:
 
 
 class RedactingFormatter(LambdaPowertoolsFormatter):
-    def serialize(self, log: dict[str, Any]) -> str:
+    def serialize(self, log: Any) -> str:
         return redact(super().serialize(log))
 
 
 logger = Logger(service=SERVICE, logger_formatter=RedactingFormatter())
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+_tracer: Any = None
+
+
+def tracer() -> Any:
+    """The Powertools Tracer, created on first use: importing the X-Ray SDK costs about
+    100 ms, which ``import app`` should not pay before the first traced call."""
+    global _tracer
+    if _tracer is None:
+        from aws_lambda_powertools import Tracer
+
+        _tracer = Tracer(service=SERVICE)
+    return _tracer
 
 
 def flush_metrics() -> None:

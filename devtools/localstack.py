@@ -42,7 +42,7 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status < 500:
                     return
         except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
@@ -136,7 +136,7 @@ def chalice_command(port: int) -> list[str]:
 
 def start_api(env: dict[str, str], port: int, *, quiet: bool = False) -> subprocess.Popen[bytes]:
     out = subprocess.DEVNULL if quiet else None
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+    proc = subprocess.Popen(
         chalice_command(port), cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=out,
         start_new_session=True,
     )

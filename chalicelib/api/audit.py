@@ -6,8 +6,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
-from chalicelib.api.http import Ctx, view
+from chalicelib.api.http import Ctx, services, view
 from chalicelib.data.paging import BadCursor
 from chalicelib.errors import InvalidInput
 

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Chalice, Request, Response
 
 from chalicelib import errors
-from chalicelib.observability import flush_metrics, logger
+from chalicelib.observability import flush_metrics, logger, tracer
 from chalicelib.services.common import Caller
 from chalicelib.services.identity import Principal, authenticate
 from chalicelib.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from chalicelib.api.deps import Services
 
 JSON_TYPES = ["application/json"]
 # Routes with a body accept any content type at the Chalice level so that *we* answer 415 in
@@ -70,7 +74,7 @@ def error_body(code: str, message: str, request_id: str, field_name: str | None 
 
 
 def error_response(exc: errors.DomainError, request_id: str) -> Response:
-    headers = dict(BASE_HEADERS)
+    headers: dict[str, str | list[str]] = dict(BASE_HEADERS)
     extra: dict[str, Any] = {}
     if isinstance(exc, errors.UpstreamFailure):
         status = exc.http_status
@@ -87,6 +91,27 @@ def error_response(exc: errors.DomainError, request_id: str) -> Response:
         extra["details"] = exc.details
     body = error_body(exc.code, exc.message, request_id, exc.field, **extra)
     return Response(body=body, status_code=status, headers=headers)
+
+
+def services() -> Services:
+    """The wired services, imported on first use so ``import app`` stays cheap."""
+    from chalicelib.api.deps import services as wired
+
+    return wired()
+
+
+def etag(version: int) -> str:
+    return f'"v{version}"'
+
+
+def parse_if_match(raw: str | None) -> int | None:
+    """``"v3"`` (or ``W/"v3"``) to 3; ``*`` or absent to None."""
+    if raw is None or raw.strip() == "*":
+        return None
+    m = re.fullmatch(r'\s*(?:W/)?"v(\d{1,12})"\s*', raw)
+    if not m:
+        raise errors.PreconditionFailed("If-Match does not name a version of this resource")
+    return int(m.group(1))
 
 
 def request_id_of(request: Request | None) -> str:
@@ -120,8 +145,8 @@ class Ctx:
         return value if value is None else str(value)
 
     def query(self, name: str) -> str | None:
-        params = self.request.query_params or {}
-        return params.get(name)
+        params = self.request.query_params
+        return None if params is None else params.get(name)
 
     def flag(self, name: str) -> bool:
         raw = self.query(name)
@@ -173,7 +198,7 @@ class Ctx:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    merged = dict(BASE_HEADERS)
+    merged: dict[str, str | list[str]] = dict(BASE_HEADERS)
     if headers:
         merged.update(headers)
     if status == 204:
@@ -193,6 +218,7 @@ def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Response:
             request = bp.current_request
+            assert request is not None  # Chalice sets it before calling a view
             rid = request_id_of(request)
             try:
                 settings = get_settings()
@@ -213,11 +239,11 @@ def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..
                 return json_response(result)
             except errors.DomainError as exc:
                 return error_response(exc, rid)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the view boundary: never leak internals
                 logger.exception("unhandled error")
                 body = error_body("internal_error", "an internal error occurred; quote the "
                                   "request id when reporting it", rid)
-                return Response(body=body, status_code=500, headers=dict(BASE_HEADERS))
+                return Response(body=body, status_code=500, headers={**BASE_HEADERS})
 
         return wrapper
 
@@ -225,8 +251,6 @@ def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..
 
 
 def _audit_denied(request: Request, reason: str) -> None:
-    from chalicelib.api.deps import services
-
     services().audit.record(
         _caller_for(request, None), "auth.denied", request.path or "", outcome="denied",
         detail={"reason": reason, "method": request.method},
@@ -241,6 +265,8 @@ def install(app: Chalice) -> None:
         started = time.perf_counter()
         rid = request_id_of(event)
         logger.append_keys(request_id=rid, path=event.path, method=event.method)
+        # X-Ray annotations make traces searchable by request id (a no-op outside Lambda).
+        tracer().put_annotation(key="request_id", value=rid)
         try:
             response = get_response(event)
             body = response.body

@@ -6,9 +6,7 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib.api.deps import services
-from chalicelib.api.http import ANY_TYPES, Ctx, json_response, view
-from chalicelib.services.subscriptions import check_id
+from chalicelib.api.http import ANY_TYPES, Ctx, json_response, services, view
 
 bp = Blueprint(__name__)
 
@@ -30,5 +28,5 @@ def list_subscriptions(ctx: Ctx) -> dict[str, Any]:
 @bp.route("/notifications/subscriptions/{subscription_id}", methods=["DELETE"])
 @view(bp)
 def unsubscribe(ctx: Ctx, subscription_id: str) -> Response:
-    services().subscriptions.delete(ctx.caller, check_id(subscription_id))
+    services().subscriptions.delete(ctx.caller, subscription_id)
     return json_response(None, 204)

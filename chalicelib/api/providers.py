@@ -6,9 +6,7 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib.api.deps import services
-from chalicelib.api.http import ANY_TYPES, Ctx, json_response, view
-from chalicelib.services.connections import etag, parse_if_match
+from chalicelib.api.http import ANY_TYPES, Ctx, etag, json_response, parse_if_match, services, view
 
 bp = Blueprint(__name__)
 

@@ -6,8 +6,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib.api.deps import services
-from chalicelib.api.http import ANY_TYPES, Ctx, view
+from chalicelib.api.http import ANY_TYPES, Ctx, services, view
 
 bp = Blueprint(__name__)
 

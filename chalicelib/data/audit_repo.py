@@ -23,6 +23,7 @@ class AuditRepository:
         self, *, actor: str | None, action: str | None, target: str | None,
         cursor: str | None, limit: int,
     ) -> Page[AuditModel]:
+        source: Any
         if target:
             scope, source, key = f"target:{target}", AuditModel.target_index, target
         elif action:

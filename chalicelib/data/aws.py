@@ -7,13 +7,13 @@ variables (botocore reads them), so the same code talks to moto locally and to A
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 _lock = threading.Lock()
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str) -> Any:
     """Return the shared client for ``service`` (created on first use, then reused)."""
     import boto3

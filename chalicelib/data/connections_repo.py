@@ -7,7 +7,8 @@ conditions, never read-then-write checks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -49,8 +50,15 @@ def _reasons(exc: TransactWriteError) -> list[str | None]:
     return [r.code if r else None for r in reasons]
 
 
+@lru_cache(maxsize=4)
+def _connection(region: str) -> Connection:
+    """One low-level connection per region, reused like the models' own: building its
+    botocore client costs ~60 ms of CPU, too much to pay on every write."""
+    return Connection(region=region)
+
+
 def _txn() -> TransactWrite:
-    return TransactWrite(connection=Connection(region=ConnectionModel.Meta.region))
+    return TransactWrite(connection=_connection(ConnectionModel.Meta.region))
 
 
 class ConnectionRepository:
@@ -121,13 +129,14 @@ class ConnectionRepository:
             reasons = _reasons(exc)
             if reasons and reasons[-1] == "ConditionalCheckFailed":
                 raise VersionConflict(item.id) from None
-            if rename_from is not None and len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+            renamed = rename_from is not None and len(reasons) > 1
+            if renamed and reasons[1] == "ConditionalCheckFailed":
                 raise NameTaken(item.name) from None
             raise
 
-    def update_unversioned(self, item: ConnectionModel, actions: list[Action]) -> None:
+    def update_unversioned(self, item: ConnectionModel, actions: Sequence[Action]) -> None:
         """Update fields owned by the system (test results), only if the item still exists."""
-        item.update(actions=actions, condition=ConnectionModel.id.exists())
+        item.update(actions=list(actions), condition=ConnectionModel.id.exists())
 
     def delete(self, item: ConnectionModel, expected_version: int, audit: AuditModel | None,
                *, force: bool) -> None:

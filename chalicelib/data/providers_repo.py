@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from pynamodb.exceptions import DeleteError, PutError
 
 from chalicelib.data.models import ProviderModel
@@ -37,7 +39,7 @@ class ProviderRepository:
         items = list(result)
         return Page(items, encode_cursor(result.last_evaluated_key, "providers"))
 
-    def all(self) -> list[ProviderModel]:
+    def all(self) -> builtins.list[ProviderModel]:
         return list(ProviderModel.query(PARTITION))
 
     def create(self, item: ProviderModel) -> None:

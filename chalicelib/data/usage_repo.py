@@ -12,13 +12,14 @@ from typing import Any
 
 from chalicelib.data import aws
 
+
 # Latency histogram: bucket k holds latencies in [2^(k/2), 2^((k+1)/2)) ms.
 def latency_bucket(ms: int) -> int:
     return 0 if ms <= 1 else min(60, int(2 * math.log2(ms)))
 
 
 def bucket_upper_ms(k: int) -> int:
-    return int(round(2 ** ((k + 1) / 2)))
+    return round(2 ** ((k + 1) / 2))
 
 
 class UsageRepository:

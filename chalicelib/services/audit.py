@@ -55,7 +55,7 @@ class AuditService:
         item = self.event(caller, action, target, **kwargs)
         try:
             self._repo.put(item)
-        except Exception:
+        except Exception:  # noqa: BLE001 - see below
             # Losing the request because the audit write failed would hide the failure from
             # the user too; log loudly instead (an alarm watches this log metric).
             logger.exception("audit write failed", extra={"action": action, "target": target})

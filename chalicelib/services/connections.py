@@ -7,6 +7,8 @@ secret (for keys of 12 characters and more) are kept beside the sealed blob for 
 
 from __future__ import annotations
 
+import builtins
+import random
 import re
 import time
 from collections.abc import Callable
@@ -43,6 +45,7 @@ MASK = "\u2022" * 8
 MIN_HINT_LEN = 12
 EXPORT_FORMAT = "llm-connections-export"
 MAX_IMPORT = 40
+UPDATE_ATTEMPTS = 30  # a PATCH without If-Match outlasts this many concurrent writers
 
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 Model = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
@@ -112,20 +115,6 @@ def mask(value: str) -> str:
 
 def looks_masked(value: str) -> bool:
     return "\u2022" in value or value.startswith("****")
-
-
-def etag(version: int) -> str:
-    return f'"v{version}"'
-
-
-def parse_if_match(raw: str | None) -> int | None:
-    """``"v3"`` (or ``W/"v3"``) to 3; ``*`` or absent to None."""
-    if raw is None or raw.strip() == "*":
-        return None
-    m = re.fullmatch(r'\s*(?:W/)?"v(\d{1,12})"\s*', raw)
-    if not m:
-        raise PreconditionFailed("If-Match does not name a version of this resource")
-    return int(m.group(1))
 
 
 class ConnectionService:
@@ -228,7 +217,7 @@ class ConnectionService:
         data = parse(ConnectionPatch, body)
         if not body:
             raise InvalidInput("nothing to change", field="body")
-        for _attempt in range(5):
+        for attempt in range(UPDATE_ATTEMPTS):
             item = self.get(caller, connection_id)
             if if_match is not None and if_match != item.version:
                 raise PreconditionFailed("the connection changed since you read it")
@@ -237,7 +226,9 @@ class ConnectionService:
             except VersionConflict:
                 if if_match is not None:
                     raise PreconditionFailed("the connection changed since you read it") from None
-                time.sleep(0.02)
+                # One writer wins each round; full jitter spreads the others out instead of
+                # letting them collide again in lockstep.
+                time.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
         raise Conflict("the connection is being changed by another request; try again",
                        code="busy")
 
@@ -248,7 +239,7 @@ class ConnectionService:
         provider_changed = provider_id != item.provider
         provider = (self._provider_for_new(provider_id) if provider_changed
                     else self._provider_any(provider_id))
-        base_url = item.base_url
+        base_url: str | None = item.base_url
         if "base_url" in fields:
             base_url = data.base_url
         if provider_changed or "base_url" in fields:
@@ -343,7 +334,7 @@ class ConnectionService:
         if new_name is not None:
             item.name, item.name_key = new_name, name_key(new_name)
         try:
-            self._repo.update(item, actions, item.version, audit, rename_from=rename_from)
+            self._repo.update(item, actions, int(item.version), audit, rename_from=rename_from)
         except NameTaken:
             item.name_key = old_name_key
             raise Conflict("you already have a connection with this name", field="name",
@@ -372,7 +363,7 @@ class ConnectionService:
                                       target_owner=item.owner,
                                       detail={"forced": bool(force and item.dependents_count)})
             try:
-                self._repo.delete(item, item.version, audit, force=force)
+                self._repo.delete(item, int(item.version), audit, force=force)
             except VersionConflict:
                 if if_match is not None:
                     raise PreconditionFailed("the connection changed since you read it") from None
@@ -416,7 +407,7 @@ class ConnectionService:
         self._audit.record(caller, "connection.dependent.delete", f"connection:{item.id}",
                            target_owner=item.owner, detail={"dependent_id": dependent_id})
 
-    def list_dependents(self, caller: Caller, connection_id: str) -> list[dict[str, Any]]:
+    def list_dependents(self, caller: Caller, connection_id: str) -> builtins.list[dict[str, Any]]:
         item = self.get(caller, connection_id)
         return [_dep_view(d) for d in self._repo.dependents(item.id)]
 
@@ -440,7 +431,7 @@ class ConnectionService:
         return {"format": EXPORT_FORMAT, "version": 1, "exported_at": iso(utcnow()),
                 "connections": entries}
 
-    def import_(self, caller: Caller, body: dict[str, Any]) -> list[dict[str, Any]]:
+    def import_(self, caller: Caller, body: dict[str, Any]) -> builtins.list[dict[str, Any]]:
         """Create every entry or none; each is left untested until its secret is supplied."""
         doc = parse(ImportDocument, body)
         if doc.format != EXPORT_FORMAT or doc.version != 1:

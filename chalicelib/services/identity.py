@@ -7,8 +7,8 @@ stage points it at a ``file://`` JWKS that ``make run`` generates. Same code, di
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from chalicelib.errors import Unauthenticated

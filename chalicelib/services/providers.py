@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Annotated, Any, Literal
 
@@ -92,7 +93,7 @@ class ProviderService:
     def get_model(self, provider_id: str) -> ProviderModel | None:
         return self._repo.get(provider_id)
 
-    def all_models(self) -> list[ProviderModel]:
+    def all_models(self) -> builtins.list[ProviderModel]:
         return self._repo.all()
 
     def list(self, *, cursor: str | None, limit: int) -> Page[dict[str, Any]]:
@@ -135,10 +136,10 @@ class ProviderService:
         body = {k: v for k, v in body.items() if k != "id"}
         merged = {**_to_body(current), **body} if partial else body
         data = parse(ProviderBody, merged)
-        item = _to_model(provider_id, data, version=current.version + 1,
+        item = _to_model(provider_id, data, version=int(current.version) + 1,
                          created_at=current.created_at, updated_at=iso(utcnow()))
         try:
-            self._repo.replace(item, current.version)
+            self._repo.replace(item, int(current.version))
         except StaleProvider:
             raise PreconditionFailed("the provider changed since you read it") from None
         self._audit.record(caller, "provider.update", f"provider:{provider_id}",
@@ -153,12 +154,12 @@ class ProviderService:
         if if_match is not None and if_match != current.version:
             raise PreconditionFailed("the provider changed since you read it")
         try:
-            self._repo.delete(current, current.version)
+            self._repo.delete(current, int(current.version))
         except StaleProvider:
             raise PreconditionFailed("the provider changed since you read it") from None
         self._audit.record(caller, "provider.delete", f"provider:{provider_id}")
 
-    def seed(self, providers: list[dict[str, Any]]) -> int:
+    def seed(self, providers: builtins.list[dict[str, Any]]) -> int:
         """Insert missing seed providers; returns how many were added."""
         added = 0
         now = iso(utcnow())

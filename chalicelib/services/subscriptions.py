@@ -66,6 +66,7 @@ class SubscriptionService:
         return [to_view(s) for s in SubscriptionModel.query(caller.user_id, limit=100)]
 
     def delete(self, caller: Caller, subscription_id: str) -> None:
+        check_id(subscription_id)
         try:
             item = SubscriptionModel.get(caller.user_id, subscription_id)
         except SubscriptionModel.DoesNotExist:

@@ -34,7 +34,7 @@ class Stack:
     def run_tool(self, *args: str) -> str:
         """Run a devtools command against this stack (what `make daily` etc. run)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        out = subprocess.run(  # noqa: S603
+        out = subprocess.run(
             [sys.executable, "-m", *args, "--aws-port", str(self.aws_port)],
             cwd=localenv.ROOT, env=env, capture_output=True, text=True, timeout=600,
             check=False,
@@ -47,7 +47,7 @@ class Stack:
 def stack() -> Iterator[Stack]:
     api_port, aws_port, fake_port = (localstack.free_port() for _ in range(3))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.Popen(  # noqa: S603 - the same command `make run` runs
+    proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.localstack", "run", "--port", str(api_port),
          "--aws-port", str(aws_port), "--fake-port", str(fake_port)],
         cwd=localenv.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
