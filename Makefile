@@ -63,3 +63,7 @@ daily: $(STAMP)
 
 alerts: $(STAMP)
 	$(PY) -m devtools.daily alerts
+
+rewrap: $(STAMP)
+	@test -n "$(NEW_KEY)" || (echo "usage: make rewrap NEW_KEY=<kms key id, arn or alias>"; exit 2)
+	$(PY) -m devtools.rewrap $(NEW_KEY)

@@ -197,6 +197,11 @@ class ConnectionRepository:
             for dep in DependentModel.query(connection_id):
                 batch.delete(dep)
 
+    def scan_ids(self) -> Iterator[str]:
+        """Every connection id. A table scan: for operator tasks (rewrap), never a request."""
+        for item in ConnectionModel.scan(attributes_to_get=["id"], page_size=500):
+            yield item.id
+
     # daily run ------------------------------------------------------------------------
 
     def due(self, shard: str, tested_before: str) -> Iterator[Any]:
