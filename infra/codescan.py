@@ -232,6 +232,11 @@ class _Scanner:
         self.services_created: dict[str, list[str]] = defaultdict(list)
         self.services_called: set[str] = set()
         self.classes: dict[str, Any] = {}
+        self.local_names: dict[int, str] = {}  # id(nested FuncDef) -> "<outer>.<locals>.name"
+        self.assigned: dict[int, list[Any]] = defaultdict(list)  # id(Var) -> assigned values
+        self.injected: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.attr_users: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.consumed: set[int] = set()
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -252,14 +257,22 @@ class _Scanner:
     def has_base(info: Any, base: str) -> bool:
         return any(b.fullname == base for b in info.mro)
 
-    def class_of(self, expr: Any) -> list[tuple[str, Any]]:
-        """[(kind, TypeInfo)] of an expression: model_class, model, index, txn_write, txn_get."""
+    def class_of(self, expr: Any, depth: int = 0) -> list[tuple[str, Any]]:
+        """[(kind, TypeInfo)] of an expression: model_class, model, index, txn_write, txn_get.
+
+        A local variable also counts every value assigned to it: mypy types it by its first
+        assignment, and ``source = Model.index if ... else Model`` must count both."""
         from mypy import nodes
         from mypy.types import CallableType, Instance, TypeType, UnionType, get_proper_type
 
         if isinstance(expr, nodes.RefExpr) and isinstance(expr.node, nodes.TypeInfo):
             return [("model_class", expr.node)] if self.has_base(expr.node, MODEL_BASE) else []
         out: list[tuple[str, Any]] = []
+        if isinstance(expr, nodes.NameExpr) and depth < 3:
+            for value in self.assigned.get(id(expr.node), ()):
+                for found in self.class_of(value, depth + 1):
+                    if found not in out:
+                        out.append(found)
 
         def add(t: Any) -> None:
             t = get_proper_type(t)
@@ -284,7 +297,9 @@ class _Scanner:
 
         t = self.types.get(expr)
         if t is not None:
+            before = list(out)
             add(t)
+            out = before + [f for f in out[len(before):] if f not in before]
         return out
 
     def table(self, info: Any, ctx: Ctx, node: Any) -> str | None:
@@ -450,6 +465,9 @@ class _Scanner:
             self.calls.clear()
             self.edges.clear()
             self.problems.clear()
+            self.injected.clear()
+            self.attr_users.clear()
+            self.consumed.clear()
             for module, tree in self.trees.items():
                 mod_fn = f"{module}.<module>"
                 self.module_functions.add(mod_fn)
@@ -495,65 +513,104 @@ class _Scanner:
         from mypy import nodes
 
         stack = [root]
-        order: list[Any] = []
         while stack:
             n = stack.pop()
-            order.append(n)
-            stack.extend(reversed(list(_children(n))))
-        for n in order:
+            if n is not root and isinstance(n, nodes.FuncDef | nodes.Decorator):
+                self.nested(n, ctx, record_only)
+                continue
             if isinstance(n, nodes.CallExpr):
                 self.on_call(n, ctx, record_only)
-            elif isinstance(n, nodes.AssignmentStmt) and not record_only:
-                svc = self.known_client(n.rvalue)
-                if svc:
-                    for lv in n.lvalues:
-                        if isinstance(lv, nodes.NameExpr) and lv.node is not None:
-                            ctx.clients[id(lv.node)] = svc
+            elif isinstance(n, nodes.AssignmentStmt):
+                self.on_assign(n, ctx, record_only)
             if not record_only and isinstance(n, nodes.RefExpr):
                 self.on_ref(n, ctx)
+            stack.extend(reversed(list(_children(n))))
+
+    def nested(self, node: Any, ctx: Ctx, record_only: bool) -> None:
+        """A def inside a function is its own node, reached when referenced (or decorated:
+        decorating registers it, e.g. middleware defined inside ``install``)."""
+        from mypy import nodes
+
+        func = node.func if isinstance(node, nodes.Decorator) else node
+        name = f"{ctx.function}.<locals>.{func.name}"
+        self.local_names[id(func)] = name
+        self.edges.setdefault(name, set())
+        if isinstance(node, nodes.Decorator):
+            for d in node.decorators:
+                self.visit(d, ctx, record_only)
+            if not record_only:
+                self.add_edge(ctx, name)
+        for arg in func.arguments:
+            if arg.initializer is not None:
+                self.visit(arg.initializer, ctx, record_only)
+        inner = Ctx(name, ctx.module, ctx.path, ctx.cls, dict(ctx.clients))
+        self.visit(func.body, inner, record_only)
+
+    def on_assign(self, stmt: Any, ctx: Ctx, record_only: bool) -> None:
+        from mypy import nodes
+
+        def pair(lv: Any, rv: Any) -> None:
+            if isinstance(lv, nodes.NameExpr) and lv.node is not None:
+                if record_only:
+                    self.assigned[id(lv.node)].append(rv)
+                else:
+                    svc = self.known_client(rv)
+                    if svc:
+                        ctx.clients[id(lv.node)] = svc
+            elif isinstance(lv, nodes.TupleExpr | nodes.ListExpr) and \
+                    isinstance(rv, nodes.TupleExpr | nodes.ListExpr) and \
+                    len(lv.items) == len(rv.items):
+                for a, b in zip(lv.items, rv.items, strict=True):
+                    pair(a, b)
+
+        for lv in stmt.lvalues:
+            pair(lv, stmt.rvalue)
 
     def add_edge(self, ctx: Ctx, target: str) -> None:
         if target != ctx.function:
             self.edges[ctx.function].add(target)
 
-    def add_method_edges(self, ctx: Ctx, info: Any, name: str) -> None:
+    def method_targets(self, info: Any, name: str) -> list[str]:
+        """``info.name`` and its overrides in subclasses (dynamic dispatch)."""
+        out = []
         for klass in [info, *self.subclasses(info)]:
             for k in klass.mro:
-                if name in k.names and self.ours(k.fullname):
-                    node = k.names[name].node
-                    fullname = getattr(node, "fullname", None)
-                    if fullname and self.ours(fullname):
-                        self.add_edge(ctx, fullname)
+                if name in k.names:
+                    fullname = getattr(k.names[name].node, "fullname", None)
+                    if fullname and self.ours(fullname) and self.ours(k.fullname):
+                        out.append(fullname)
                     break
+        return out
 
-    def on_ref(self, ref: Any, ctx: Ctx) -> None:
+    def ref_targets(self, ref: Any) -> list[str]:
+        """The functions of ours that a name or attribute reference can run."""
         from mypy import nodes
         from mypy.types import CallableType, Instance, Overloaded, TypeType, get_proper_type
 
         node = ref.node
+        if isinstance(node, nodes.Decorator) and id(node.func) in self.local_names:
+            return [self.local_names[id(node.func)]]
+        if isinstance(node, nodes.FuncDef) and id(node) in self.local_names:
+            return [self.local_names[id(node)]]
         if isinstance(node, nodes.FuncDef | nodes.Decorator | nodes.OverloadedFuncDef):
-            if self.ours(node.fullname):
-                self.add_edge(ctx, node.fullname)
-                if node.info is not None and getattr(node.info, "fullname", "") and \
-                        self.ours(node.info.fullname):
-                    self.add_method_edges(ctx, node.info, node.name)
-            return
+            if not self.ours(node.fullname):
+                return []
+            info = node.info if isinstance(node, nodes.FuncBase) else node.func.info
+            if info is not None and getattr(info, "fullname", "") and self.ours(info.fullname):
+                return [node.fullname, *self.method_targets(info, node.name)]
+            return [node.fullname]
         if isinstance(node, nodes.TypeInfo):
-            if self.ours(node.fullname):
-                for name in _CTOR_METHODS:
-                    self.add_method_edges(ctx, node, name)
-            return
+            if not self.ours(node.fullname):
+                return []
+            return [t for name in _CTOR_METHODS for t in self.method_targets(node, name)]
         if not isinstance(ref, nodes.MemberExpr):
-            return
+            return []
+        out = []
         t = self.proper(ref)
-        defs = []
         if isinstance(t, CallableType) and t.definition is not None:
-            defs.append(t.definition)
+            out.append(t.definition.fullname)
         elif isinstance(t, Overloaded):
-            defs.extend(i.definition for i in t.items if i.definition is not None)
-        for d in defs:
-            if self.ours(d.fullname):
-                self.add_edge(ctx, d.fullname)
+            out.extend(i.definition.fullname for i in t.items if i.definition is not None)
         recv = self.proper(ref.expr)
         infos = []
         if isinstance(recv, Instance):
@@ -563,9 +620,69 @@ class _Scanner:
         elif isinstance(recv, CallableType) and recv.is_type_obj():
             infos.append(recv.type_object())
         for info in infos:
-            if self.ours(info.fullname) or any(self.ours(s.fullname) for s in
-                                               self.subclasses(info)):
-                self.add_method_edges(ctx, info, ref.name)
+            out.extend(self.method_targets(info, ref.name))
+        return [o for o in out if self.ours(o)]
+
+    def on_ref(self, ref: Any, ctx: Ctx) -> None:
+        from mypy import nodes
+
+        if isinstance(ref, nodes.MemberExpr) and isinstance(ref.expr, nodes.NameExpr) and \
+                ref.expr.name == "self" and ctx.cls is not None:
+            for klass in ctx.cls.mro:
+                self.attr_users[(klass.fullname, ref.name)].add(ctx.function)
+        if id(ref) in self.consumed:
+            return
+        for target in self.ref_targets(ref):
+            self.add_edge(ctx, target)
+
+    def inject(self, call: Any, info: Any, ctx: Ctx) -> None:
+        """A function handed to a constructor runs where the object calls ``self.<attr>``."""
+        from mypy import nodes
+
+        init = self.init_func(info)
+        params = init.arg_names[1:] if init is not None else []
+        is_dataclass = "dataclass" in info.metadata
+        positional = 0
+        for arg, name in zip(call.args, call.arg_names, strict=True):
+            param = name
+            if name is None:
+                param = params[positional] if positional < len(params) else None
+                positional += 1
+            if not isinstance(arg, nodes.RefExpr) or param is None:
+                continue
+            targets = self.ref_targets(arg)
+            if not targets:
+                continue
+            attr = param if is_dataclass else self.attr_for_param(info, param)
+            if attr is None:
+                continue
+            self.injected[(info.fullname, attr)].update(targets)
+            self.consumed.add(id(arg))
+
+    def init_func(self, info: Any) -> Any:
+        from mypy import nodes
+
+        for klass in info.mro:
+            init = klass.names.get("__init__")
+            func = getattr(init, "node", None) if init else None
+            if isinstance(func, nodes.FuncDef):
+                return func
+        return None
+
+    def attr_for_param(self, info: Any, param: str) -> str | None:
+        from mypy import nodes
+
+        init = self.init_func(info)
+        if init is None:
+            return None
+        for stmt in self.walk_plain(init.body):
+            if isinstance(stmt, nodes.AssignmentStmt) and \
+                    isinstance(stmt.rvalue, nodes.NameExpr) and stmt.rvalue.name == param:
+                for lv in stmt.lvalues:
+                    if isinstance(lv, nodes.MemberExpr) and isinstance(lv.expr, nodes.NameExpr) \
+                            and lv.expr.name == "self":
+                        return str(lv.name)
+        return None
 
     def on_call(self, call: Any, ctx: Ctx, record_only: bool) -> None:
         from mypy import nodes
@@ -575,6 +692,8 @@ class _Scanner:
                 self.ours(callee.node.fullname):
             if record_only:
                 self.constructions[callee.node.fullname].append((call, ctx))
+            else:
+                self.inject(call, callee.node, ctx)
             return
         if record_only:
             return
@@ -653,6 +772,9 @@ class _Scanner:
         self.record(svc, op, resource, ctx, call)
 
     def finish(self) -> None:
+        for (cls, attr), targets in self.injected.items():
+            for user in self.attr_users.get((cls, attr), ()):
+                self.edges[user].update(targets)
         for svc, sites in sorted(self.services_created.items()):
             if svc not in self.services_called:
                 self.problems.append(

@@ -47,7 +47,8 @@ def test_rewrap_never_overwrites_a_concurrent_credential_update(api):
     from chalicelib.data.models import ConnectionModel
     from chalicelib.services.maintenance import rewrap_all
 
-    cid = api.post("/connections", openai_body(name="busy", key="sk-before-rotation-0001")).data["id"]
+    body = openai_body(name="busy", key="sk-before-rotation-0001")
+    cid = api.post("/connections", body).data["id"]
     new_key = boto3.client("kms").create_key(Description="rotation target")["KeyMetadata"]
     svc = services()
     cipher = EnvelopeCipher(aws.client("kms"), svc.settings.kms_key_id)
