@@ -110,14 +110,9 @@ def bootstrap(env: dict[str, str], *, log: Any = print) -> dict[str, str]:
 
 
 def start_moto(port: int) -> Any:
-    import logging
+    from devtools.emulator import Emulator
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = Emulator("127.0.0.1", port).start()
     wait_http(f"http://127.0.0.1:{port}/moto-api/")
     return server
 

@@ -26,6 +26,7 @@ def client(service: str) -> Any:
             retries={"mode": "standard", "max_attempts": 5},
             connect_timeout=5,
             read_timeout=10,
+            max_pool_connections=64,
         )
         return boto3.session.Session().client(
             service, region_name=get_settings().region, config=config

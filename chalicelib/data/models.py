@@ -31,6 +31,8 @@ class _Base(Model):
         max_retry_attempts = 5
         connect_timeout_seconds = 5
         read_timeout_seconds = 10
+        # The daily worker runs up to 50 tests at once, each with a few DynamoDB calls.
+        max_pool_connections = 64
 
 
 class ProviderModel(_Base):

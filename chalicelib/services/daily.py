@@ -177,6 +177,11 @@ class DailyRun:
         messages that must be redelivered, and the run statistics."""
         from chalicelib.providers.netguard import guarded_client
 
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Blocking AWS calls run in threads: as many as tests in flight, not the default 6.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="daily"))
         stats = RunStats()
         overall = asyncio.Semaphore(self.concurrency)
         limits: dict[str, asyncio.Semaphore] = {}

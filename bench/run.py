@@ -1,0 +1,414 @@
+"""`make bench`: startup cost, AWS calls per request, the invoke path's added latency, the
+daily run at 2,000 connections, and the Lambda package size. Results go to bench/results.md
+and bench/results.json (committed, so changes show up in review).
+
+Everything runs on loopback: moto's server and the fake provider in their own processes (so
+they do not share the benchmark's interpreter lock), the app in process or under `chalice
+local`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devtools import localenv, localstack  # noqa: E402
+
+RESULTS_MD = ROOT / "bench" / "results.md"
+RESULTS_JSON = ROOT / "bench" / "results.json"
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+# ---------------------------------------------------------------------------- startup
+
+
+def import_time(module: str, runs: int) -> list[float]:
+    code = ("import time; t=time.perf_counter(); import " + module +
+            "; print(time.perf_counter()-t)")
+    out = []
+    for _ in range(runs):
+        res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                             text=True, check=True)
+        out.append(float(res.stdout.strip()) * 1000)
+    return out
+
+
+def bench_startup(runs: int) -> dict[str, Any]:
+    # Warm the file cache and bytecode once, then interleave the two measurements.
+    import_time("app", 1)
+    import_time("boto3", 1)
+    app_ms: list[float] = []
+    boto_ms: list[float] = []
+    for _ in range(runs):
+        app_ms += import_time("app", 1)
+        boto_ms += import_time("boto3", 1)
+    app_med, boto_med = statistics.median(app_ms), statistics.median(boto_ms)
+    return {"runs": runs, "import_app_ms_median": round(app_med, 1),
+            "import_boto3_ms_median": round(boto_med, 1),
+            "ratio": round(app_med / boto_med, 2), "goal_ratio": 1.5}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(*args: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    try:
+        yield spawn
+    finally:
+        for proc in started:
+            localstack.stop_process(proc)
+
+
+def start_backends(spawn: Callable[..., Any]) -> tuple[int, str]:
+    aws_port, fake_port = localstack.free_port(), localstack.free_port()
+    spawn("-m", "devtools.emulator", "--port", str(aws_port))
+    spawn("-m", "fakeprovider", "--host", "127.0.0.1", "--port", str(fake_port))
+    localstack.wait_http(f"http://127.0.0.1:{aws_port}/moto-api/")
+    localstack.wait_http(f"http://127.0.0.1:{fake_port}/_control/health")
+    jwt_dir = localenv.STATE_DIR / "bench-jwt"
+    from devtools.token import ensure_keys
+
+    ensure_keys(jwt_dir)
+    env = localenv.environment(aws_port, jwt_dir=jwt_dir)
+    localstack.bootstrap(env, log=lambda _m: None)
+    return aws_port, f"http://127.0.0.1:{fake_port}"
+
+
+def caller(user: str) -> Any:
+    from chalicelib.services.common import Caller
+    from chalicelib.services.identity import Principal
+
+    return Caller(Principal(user_id=user, is_admin=False), request_id="bench")
+
+
+# ---------------------------------------------------------------------------- request costs
+
+
+def bench_request_costs(fake: str) -> dict[str, Any]:
+    from chalice.test import Client
+
+    from app import app
+    from devtools.token import make_token
+    from tests.support.aws_calls import count_aws_calls
+
+    token = make_token("bench-costs", jwt_dir=localenv.STATE_DIR / "bench-jwt")
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    body = json.dumps({"name": "cost", "provider": "custom", "base_url": f"{fake}/openai/v1",
+                       "credentials": {"api_key": "fk_ok_bench_cost_key_01"},
+                       "default_model": "gpt-4o"})
+    out: dict[str, Any] = {}
+    with Client(app, stage_name="local") as client:
+        client.http.get("/connections", headers=headers)  # warm the wiring and clients
+        with count_aws_calls() as calls:
+            created = client.http.post("/connections", headers=headers, body=body)
+        cid = json.loads(created.body)["id"]
+        out["create"] = {f"{s}:{o}": n for (s, o), n in calls.items()}
+        for name, method, path, payload in (
+            ("list", "GET", "/connections", None),
+            ("get", "GET", f"/connections/{cid}", None),
+            ("patch", "PATCH", f"/connections/{cid}", json.dumps({"description": "x"})),
+            ("test", "POST", f"/connections/{cid}/test", None),
+            ("delete", "DELETE", f"/connections/{cid}", None),
+        ):
+            with count_aws_calls() as calls:
+                client.http.request(method, path, headers=headers, body=payload)
+            out[name] = {f"{s}:{o}": n for (s, o), n in calls.items()}
+    out["scans_on_request_paths"] = sum(n for op in out.values() for k, n in op.items()
+                                        if k.endswith(":Scan"))
+    return out
+
+
+# ---------------------------------------------------------------------------- invoke
+
+
+def bench_invoke(fake: str, n: int) -> dict[str, Any]:
+    import httpx
+    from chalice.test import Client
+
+    from app import app
+    from devtools.token import make_token
+    from tests.support.aws_calls import count_aws_calls
+
+    key = "fk_lat50_bench_invoke_key_01"
+    token = make_token("bench-invoke", jwt_dir=localenv.STATE_DIR / "bench-jwt")
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    msg = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+    # The fake's own latency, measured from here on the same call.
+    own = []
+    with httpx.Client(trust_env=False) as h:
+        for _ in range(n):
+            t = time.perf_counter()
+            h.post(f"{fake}/openai/v1/chat/completions", json={"model": "gpt-4o", **msg},
+                   headers={"authorization": f"Bearer {key}"}).raise_for_status()
+            own.append((time.perf_counter() - t) * 1000)
+    own_p50 = statistics.median(own)
+    body = json.dumps({"name": "invoke", "provider": "custom", "base_url": f"{fake}/openai/v1",
+                       "credentials": {"api_key": key}, "default_model": "gpt-4o"})
+    result: dict[str, Any] = {"provider_latency_ms_p50": round(own_p50, 1), "runs": n}
+    with Client(app, stage_name="local") as client:
+        cid = json.loads(client.http.post("/connections", headers=headers, body=body).body)["id"]
+        path = f"/connections/{cid}/invoke"
+        client.http.post(path, headers=headers, body=json.dumps(msg))  # warm: cache filled
+        with count_aws_calls() as calls:
+            client.http.post(path, headers=headers, body=json.dumps(msg))
+        result["aws_calls_per_warm_invoke"] = {f"{s}:{o}": c for (s, o), c in calls.items()}
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            resp = client.http.post(path, headers=headers, body=json.dumps(msg))
+            times.append((time.perf_counter() - t) * 1000)
+            assert resp.status_code == 200, resp.body
+        added = [x - own_p50 for x in times]
+        result["in_process_added_ms"] = {"p50": round(pct(added, 50), 1),
+                                         "p95": round(pct(added, 95), 1)}
+    # Over HTTP: the same app under `chalice local`.
+    api_port = localstack.free_port()
+    env = dict(os.environ)
+    proc = localstack.start_api(env, api_port, quiet=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers=headers,
+                          trust_env=False, timeout=30) as h:
+            h.post(f"/connections/{cid}/invoke", json=msg).raise_for_status()
+            times = []
+            for _ in range(n):
+                t = time.perf_counter()
+                h.post(f"/connections/{cid}/invoke", json=msg).raise_for_status()
+                times.append((time.perf_counter() - t) * 1000)
+        added = [x - own_p50 for x in times]
+        result["over_http_added_ms"] = {"p50": round(pct(added, 50), 1),
+                                        "p95": round(pct(added, 95), 1)}
+    finally:
+        localstack.stop_process(proc)
+    return result
+
+
+# ---------------------------------------------------------------------------- daily
+
+
+def seed_connections(fake: str, count: int, latency_ms: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib.api.deps import services
+
+    svc = services()
+    owner = f"bench-daily-{uuid.uuid4().hex[:6]}"
+
+    def one(i: int) -> None:
+        svc.connections.create(caller(owner), {
+            "name": f"conn {i:05d}", "provider": "custom", "base_url": f"{fake}/openai/v1",
+            "credentials": {"api_key": f"fk_lat{latency_ms}_bench_{i:05d}_key"},
+            "default_model": "gpt-4o", "settings": {"timeout_seconds": 30, "max_retries": 0},
+        })
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, range(count)))
+
+
+def drain_worker() -> tuple[float, int, int]:
+    """Run the SQS worker over the whole queue, one Lambda-sized batch at a time."""
+    import boto3
+
+    from chalicelib.api import events
+
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=localenv.WORK_QUEUE)["QueueUrl"]
+    busy = 0.0
+    batches = failed = 0
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                   WaitTimeSeconds=0).get("Messages", [])
+        if not msgs:
+            break
+        t = time.perf_counter()
+        result = events.test_batch([(m["MessageId"], m["Body"]) for m in msgs])
+        busy += time.perf_counter() - t
+        batches += 1
+        failed += len(result["batchItemFailures"])
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
+    return busy, batches, failed
+
+
+def bench_daily(fake: str, count: int, latency_ms: int, concurrency: int) -> dict[str, Any]:
+    from chalicelib.api.deps import services
+
+    svc = services()
+    svc.daily.concurrency = concurrency
+    t = time.perf_counter()
+    seed_connections(fake, count, latency_ms)
+    seed_s = time.perf_counter() - t
+    # Memory of the dispatcher with tracemalloc (which slows Python down, so it is not on
+    # while anything is timed); the worker's memory as the process's peak RSS.
+    tracemalloc.start()
+    t = time.perf_counter()
+    dispatched = svc.daily.dispatch()
+    dispatch_s = time.perf_counter() - t
+    _, dispatch_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    busy, batches, failed = drain_worker()
+    tested = dispatched["connections_queued"]
+    ideal = tested * latency_ms / 1000 / concurrency
+    return {
+        "connections": tested, "provider_latency_ms": latency_ms, "concurrency": concurrency,
+        "seed_s": round(seed_s, 1), "dispatch_s": round(dispatch_s, 2),
+        "worker_busy_s": round(busy, 2), "ideal_s": round(ideal, 2),
+        "ratio_to_ideal": round(busy / ideal, 2) if ideal else None, "goal_ratio": 1.3,
+        "worker_batches": batches, "failed_messages": failed,
+        "dispatch_peak_traced_mib": round(dispatch_peak / 2**20, 2),
+        "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+# ---------------------------------------------------------------------------- package
+
+
+def bench_package() -> dict[str, Any] | None:
+    script = ROOT / "devtools" / "package_size.py"
+    if not script.exists():
+        return None
+    res = subprocess.run([sys.executable, "-m", "devtools.package_size", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        return {"error": res.stderr.strip()[-500:]}
+    try:
+        return dict(json.loads(res.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return {"output": res.stdout.strip()[-500:]}
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def render(results: dict[str, Any]) -> str:
+    s = results.get("startup")
+    lines = ["# Benchmark results", "",
+             f"Recorded {results['at']} on {results['machine']} with `make bench`.", ""]
+    if s:
+        lines += ["## Startup: `import app` against `import boto3`", "",
+                  f"Median of {s['runs']} fresh interpreters each: app {s['import_app_ms_median']} "
+                  f"ms, boto3 {s['import_boto3_ms_median']} ms, ratio **{s['ratio']}x** "
+                  f"(goal at most {s['goal_ratio']}x).", ""]
+    c = results.get("request_costs")
+    if c:
+        lines += ["## AWS calls per request (counted at the botocore client)", "",
+                  "| request | calls |", "| --- | --- |"]
+        for name in ("list", "get", "create", "patch", "test", "delete"):
+            calls = ", ".join(f"{k} x{v}" for k, v in sorted(c[name].items()))
+            lines.append(f"| {name} | {calls or 'none'} |")
+        lines += ["", f"Scans on request paths: {c['scans_on_request_paths']}.", ""]
+    i = results.get("invoke")
+    if i:
+        calls = ", ".join(f"{k} x{v}" for k, v in sorted(i["aws_calls_per_warm_invoke"].items()))
+        lines += ["## Invoke: latency added over the provider's own", "",
+                  f"Fake provider answering in {i['provider_latency_ms_p50']} ms (p50, measured "
+                  f"directly); {i['runs']} invokes each.", "",
+                  "| path | added p50 ms | added p95 ms |", "| --- | --- | --- |",
+                  f"| in process (chalice.test.Client) | {i['in_process_added_ms']['p50']} | "
+                  f"{i['in_process_added_ms']['p95']} |",
+                  f"| over HTTP (chalice local) | {i['over_http_added_ms']['p50']} | "
+                  f"{i['over_http_added_ms']['p95']} |", "",
+                  f"AWS calls per warm invoke: {calls}.", ""]
+    d = results.get("daily")
+    if d:
+        lines += ["## Daily run", "",
+                  f"{d['connections']} connections, fake provider answering in "
+                  f"{d['provider_latency_ms']} ms, concurrency {d['concurrency']} per worker, "
+                  f"one worker draining the queue {d['worker_batches']} batches of up to 10 "
+                  "messages (25 connections each).", "",
+                  f"- worker wall time {d['worker_busy_s']} s against the ideal "
+                  f"{d['ideal_s']} s (connections x latency / concurrency): "
+                  f"**{d['ratio_to_ideal']}x** (goal {d['goal_ratio']}x)",
+                  f"- dispatcher {d['dispatch_s']} s (under tracemalloc), peak traced memory "
+                  f"{d['dispatch_peak_traced_mib']} MiB; process max RSS after the run "
+                  f"{d['max_rss_mib']} MiB",
+                  f"- failed messages: {d['failed_messages']}", ""]
+        small = results.get("daily_small")
+        if small:
+            lines += [f"Memory against size: the same run with {small['connections']} "
+                      f"connections first: dispatcher peak {small['dispatch_peak_traced_mib']} "
+                      f"MiB traced, process max RSS {small['max_rss_mib']} MiB; worker "
+                      f"{small['worker_busy_s']} s against an ideal of {small['ideal_s']} s.",
+                      ""]
+    p = results.get("package")
+    if p:
+        lines += ["## Lambda package", "", "```", json.dumps(p, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--latency-ms", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--import-runs", type=int, default=15)
+    parser.add_argument("--invoke-runs", type=int, default=200)
+    parser.add_argument("--only", default="startup,costs,invoke,daily,package")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    results: dict[str, Any] = {
+        "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                   f"{platform.python_version()}",
+    }
+    if "startup" in only:
+        results["startup"] = bench_startup(args.import_runs)
+        print("startup", results["startup"], flush=True)
+    with processes() as spawn:
+        if only & {"costs", "invoke", "daily"}:
+            _aws_port, fake = start_backends(spawn)
+        if "costs" in only:
+            results["request_costs"] = bench_request_costs(fake)
+            print("costs", results["request_costs"], flush=True)
+        if "invoke" in only:
+            results["invoke"] = bench_invoke(fake, args.invoke_runs)
+            print("invoke", results["invoke"], flush=True)
+        if "daily" in only:
+            if args.small:
+                results["daily_small"] = bench_daily(fake, args.small, args.latency_ms,
+                                                     args.concurrency)
+                print("daily_small", results["daily_small"], flush=True)
+            results["daily"] = bench_daily(fake, args.connections, args.latency_ms,
+                                           args.concurrency)
+            print("daily", results["daily"], flush=True)
+    if "package" in only:
+        results["package"] = bench_package()
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+    RESULTS_MD.write_text(render(results))
+    print(f"written {RESULTS_MD.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
