@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
+from chalicelib.observability import logger
 from chalicelib.providers.adapter import Adapter, GenerationRequest, ModelCheck
 from chalicelib.providers.base import (
     ChatMessage,
@@ -47,7 +47,6 @@ from chalicelib.providers.session import ProviderSession
 
 T = TypeVar("T")
 
-logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 0.5  # the outer guard fires this long after the budget if a layer below missed it
 HEADROOM_WARNING = 0.10
@@ -115,7 +114,8 @@ async def _guarded(s: ProviderSession, work: Coroutine[Any, Any, T]) -> T:
     except TimeoutError:
         raise s.budget.exhausted_error() from None
     except _PARSE_ERRORS:
-        logger.exception("unexpected provider answer (adapter %s)", s.target.adapter)
+        # The redacting service logger: a traceback may quote provider text.
+        logger.exception("unexpected provider answer", extra={"adapter": s.target.adapter})
         raise ProviderError(
             "bad_response", "The provider's answer could not be understood.", retryable=False
         ) from None
