@@ -17,8 +17,11 @@ from chalicelib.api import (
     testing,
 )
 
-app = Chalice(app_name="llm-connections")
-app.debug = False
+# Chalice's logger is named after the app, which is also the Powertools logger's name:
+# configure_logs=False, and no ``app.debug = ...`` (its setter forces that logger to ERROR and
+# would drop every INFO line). debug stays False, Chalice's default: no stack trace reaches a
+# client in any stage, and a test checks that.
+app = Chalice(app_name="llm-connections", configure_logs=False)
 app.api.binary_types = []
 
 http.install(app)

@@ -7,6 +7,8 @@ conditions, never read-then-write checks.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any
@@ -57,8 +59,29 @@ def _connection(region: str) -> Connection:
     return Connection(region=region)
 
 
+CONFLICT_ATTEMPTS = 5
+
+
+class _TransactWrite(TransactWrite):
+    """DynamoDB cancels a transaction touching an item that another transaction is writing
+    (reason ``TransactionConflict``; botocore does not retry it). Every transaction here is
+    conditional, so sending it again is safe: its conditions decide the outcome."""
+
+    def _commit(self) -> Any:
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                return super()._commit()
+            except TransactWriteError as exc:
+                reasons = _reasons(exc)
+                if ("TransactionConflict" not in reasons or "ConditionalCheckFailed" in reasons
+                        or attempt == CONFLICT_ATTEMPTS - 1):
+                    raise
+                time.sleep(random.uniform(0, 0.02 * 2**attempt))
+        raise AssertionError("unreachable")
+
+
 def _txn() -> TransactWrite:
-    return TransactWrite(connection=_connection(ConnectionModel.Meta.region))
+    return _TransactWrite(connection=_connection(ConnectionModel.Meta.region))
 
 
 class ConnectionRepository:

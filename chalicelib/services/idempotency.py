@@ -12,6 +12,18 @@ from typing import Any
 
 from chalicelib.errors import Conflict, InvalidInput
 
+# API Gateway ends every HTTP request within 29 s, so no create can still be running after this.
+REQUEST_BUDGET_MS = 30_000
+
+
+class _RequestBudget:
+    """Stands in for the Lambda context that Powertools asks for the time left. Without one,
+    an in-progress record never expires on its own: a request that dies without cleaning up
+    (a Lambda timeout) would block its key for the full 24 hours."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return REQUEST_BUDGET_MS
+
 
 class IdempotentRunner:
     def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
@@ -37,6 +49,7 @@ class IdempotentRunner:
                 expires_after_seconds=24 * 3600,
                 hash_function="sha256",
             )
+            self._config.register_lambda_context(_RequestBudget())
 
     def run(self, scope: str, owner: str, key: str, body: dict[str, Any],
             fn: Callable[[dict[str, Any]], dict[str, Any]], *, wait_seconds: float = 10.0

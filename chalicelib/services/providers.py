@@ -6,7 +6,7 @@ import builtins
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from chalicelib.data.models import ProviderModel
 from chalicelib.data.paging import BadCursor, Page
@@ -61,24 +61,33 @@ class ProviderBody(Strict):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     adapter: Adapter
     description: Annotated[str, Field(max_length=1000)] | None = None
-    base_url: Url | None = None
+    # Before base_url, so that base_url's check can see it (an error then names base_url).
     base_url_required: bool = False
+    base_url: Annotated[Url | None, Field(validate_default=True)] = None
     credential_fields: Annotated[list[CredentialField], Field(min_length=1, max_length=12)]
     default_settings: DefaultSettings = DefaultSettings()
     known_models: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]],
                             Field(max_length=500)] | None = None
     enabled: bool = True
 
-    @model_validator(mode="after")
-    def _fields_unique(self) -> ProviderBody:
-        names = [f.name for f in self.credential_fields]
+    # Field validators, not one model validator: an error then names its field, not "body".
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_given(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if (not value and not info.data.get("base_url_required")
+                and info.data.get("adapter") != "bedrock"):
+            raise ValueError("base_url is required unless connections must give their own")
+        return value
+
+    @field_validator("credential_fields")
+    @classmethod
+    def _fields_unique(cls, fields: list[CredentialField]) -> list[CredentialField]:
+        names = [f.name for f in fields]
         if len(names) != len(set(names)):
             raise ValueError("credential field names must be unique")
-        if not any(f.secret for f in self.credential_fields):
+        if not any(f.secret for f in fields):
             raise ValueError("at least one credential field must be secret")
-        if not self.base_url and not self.base_url_required and self.adapter != "bedrock":
-            raise ValueError("base_url is required unless connections must give their own")
-        return self
+        return fields
 
 
 class ProviderCreate(ProviderBody):

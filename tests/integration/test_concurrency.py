@@ -18,10 +18,19 @@ import pytest
 
 from tests.conftest import openai_body
 from tests.support.builders import caller, unique
+from tests.support.moto_patches import serialized_dynamodb, transaction_conflicts
 
 pytestmark = pytest.mark.integration
 
 N = 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _atomic_emulator() -> Any:
+    """Give moto DynamoDB's atomicity (see tests/support/moto_patches.py): without it the
+    emulator itself loses writes under concurrent transactions."""
+    with serialized_dynamodb():
+        yield
 
 
 def _race(calls: list[Callable[[], Any]]) -> list[tuple[int, Any]]:
@@ -47,8 +56,13 @@ def _race(calls: list[Callable[[], Any]]) -> list[tuple[int, Any]]:
 def svc(api: Any) -> Any:
     from chalicelib.api.deps import services
 
-    api.get("/health", auth=False)  # wiring and clients made before the threads start
-    return services()
+    # Clients are made on first use; made by 20 threads at once they would cost seconds.
+    svc = services()
+    warm = caller(unique("warm-"))
+    created = svc.idempotency.run("connection.create", warm.user_id, "warm", openai_body(),
+                                  lambda b: svc.connections.create(warm, b))
+    svc.connections.update(warm, created["id"], {"description": "warm"}, None)
+    return svc
 
 
 def _create(svc: Any, user: str, **kw: Any) -> dict[str, Any]:
@@ -168,3 +182,77 @@ def test_the_same_name_created_at_once_wins_exactly_once(api, svc):
     conflicts = [body["error"] for status, body in results if status == 409]
     assert {e["code"] for e in conflicts} == {"name_taken"}
     assert len(api.get("/connections").data["items"]) == 1
+
+
+# -- DynamoDB's TransactionConflict ----------------------------------------------------------
+
+
+def test_transaction_conflicts_are_retried_not_500(api):
+    with transaction_conflicts(2) as made:
+        created = api.post("/connections", openai_body())
+    assert made == [2]
+    assert created.status_code == 201, created.data
+    cid = created.data["id"]
+    with transaction_conflicts(2) as made:
+        patched = api.patch(f"/connections/{cid}", {"name": "renamed"})
+    assert made == [2] and patched.status_code == 200, patched.data
+    assert patched.data["version"] == 2
+    with transaction_conflicts(1):
+        guarded = api.patch(f"/connections/{cid}", {"description": "d"},
+                            headers={"If-Match": '"v2"'})
+    assert guarded.status_code == 200, guarded.data
+    with transaction_conflicts(1):
+        dep = api.put(f"/connections/{cid}/dependents/d1", {"kind": "prompt",
+                                                            "display_name": "x"})
+    assert dep.status_code == 201, dep.data
+    with transaction_conflicts(1):
+        assert api.delete(f"/connections/{cid}/dependents/d1").status_code == 204
+    with transaction_conflicts(1):
+        deleted = api.delete(f"/connections/{cid}")
+    assert deleted.status_code == 204, deleted.data
+    assert api.get("/connections").data["items"] == []
+
+
+class _Crash(BaseException):
+    """Dies like a Lambda timeout: Powertools only cleans up after an ``Exception``."""
+
+
+def test_a_crashed_create_holds_its_idempotency_key_for_the_request_only(api, svc):
+    import hashlib
+    import json
+    import time
+
+    from tests.support.builders import ddb, table
+
+    who = caller(api.user)
+    key = unique("idem-")
+    body = openai_body("crashed")
+
+    def crash(_body: dict[str, Any]) -> dict[str, Any]:
+        raise _Crash
+
+    with pytest.raises(_Crash):
+        svc.idempotency.run("connection.create", who.user_id, key, body, crash)
+    digest = hashlib.sha256(json.dumps(["connection.create", who.user_id, key],
+                                       sort_keys=True).encode()).hexdigest()
+    found = ddb().scan(TableName=table("idempotency"), ConsistentRead=True,
+                       FilterExpression="contains(id, :h)",
+                       ExpressionAttributeValues={":h": {"S": digest}})["Items"]
+    assert len(found) == 1 and found[0]["status"]["S"] == "INPROGRESS"
+    record = found[0]
+    assert "in_progress_expiration" in record, "an orphaned record would block the key for 24 h"
+    now_ms = time.time() * 1000
+    assert now_ms < int(record["in_progress_expiration"]["N"]) <= now_ms + 31_000
+
+    with pytest.raises(Exception) as busy:
+        svc.idempotency.run("connection.create", who.user_id, key, body,
+                            lambda b: svc.connections.create(who, b), wait_seconds=0.2)
+    assert getattr(busy.value, "code", None) == "in_progress"
+
+    # Once the request's time is up (moved into the past here), a retry runs anew.
+    ddb().update_item(TableName=table("idempotency"), Key={"id": record["id"]},
+                      UpdateExpression="SET in_progress_expiration = :t",
+                      ExpressionAttributeValues={":t": {"N": str(int(now_ms) - 1000)}})
+    made = svc.idempotency.run("connection.create", who.user_id, key, body,
+                               lambda b: svc.connections.create(who, b))
+    assert [c["id"] for c in api.get("/connections").data["items"]] == [made["id"]]

@@ -73,9 +73,9 @@ def _attr_bytes(value: dict[str, Any]) -> Iterator[bytes]:
 
 def _scan_all_tables() -> tuple[dict[str, int], int, list[str]]:
     """Scan every table of the stack; return items per table, binary leaves seen, leaks."""
-    from chalicelib.settings import TABLE_ENV
-
     import os
+
+    from chalicelib.settings import TABLE_ENV
 
     client = ddb()
     counts: dict[str, int] = {}
@@ -224,11 +224,6 @@ def test_canary_appears_nowhere_in_clear(api, app_logs, caplog, monkeypatch):
         assert counts[table(key)] > 0, f"nothing scanned in {key}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app.py sets app.debug = False; Chalice then sets its logger, named after the app "
-    "('llm-connections'), to ERROR, and that is the Powertools logger (same service name): "
-    "every INFO line, the access log included, is dropped. Needs a change in app.py or "
-    "chalicelib/observability.py."))
 def test_access_log_lines_are_written_at_info(api, capsys):
     from chalicelib.observability import logger
 
@@ -362,3 +357,17 @@ def test_a_broken_record_recovers_when_the_secrets_are_sent_again(api):
     assert resp.status_code == 200, resp.data
     assert _open(cid) == {"access_key_id": "AKIAREPLACEMENT12345",
                           "secret_access_key": BEDROCK_SECRET, "session_token": NEW_TOKEN}
+
+
+def test_a_broken_record_recovers_with_the_required_secrets_and_a_dropped_optional_one(api):
+    cid = _bedrock(api)
+    sealed = raw_connection(cid)["sealed"]["M"]
+    set_raw(cid, "SET sealed.nonce = :n", {":n": {"B": _flip(sealed["nonce"]["B"], 0)}})
+    required = {"access_key_id": "AKIAREPLACEMENT12345", "secret_access_key": BEDROCK_SECRET}
+    # The stored session token is kept unless named, and it cannot be read: a clean 409 ...
+    kept = api.patch(f"/connections/{cid}", {"credentials": required})
+    assert kept.status_code == 409 and kept.data["error"]["code"] == "credentials_unreadable"
+    # ... so the user drops it (null) or sends it again.
+    resp = api.patch(f"/connections/{cid}", {"credentials": {**required, "session_token": None}})
+    assert resp.status_code == 200, resp.data
+    assert _open(cid) == required

@@ -42,3 +42,10 @@ def test_import_app_does_no_network_io_and_creates_no_aws_client():
     # Then it imported, with no socket opened and no client made
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "sockets 0 clients 0"
+
+
+def test_app_never_runs_in_debug_mode():
+    # Chalice debug mode returns stack traces to clients; no stage may have it.
+    from app import app
+
+    assert app.debug is False
