@@ -124,8 +124,8 @@ def start_fake(port: int) -> Any:
 
 
 def chalice_command(port: int) -> list[str]:
-    # The console script of the same environment (chalice has no ``__main__``).
-    return [str(Path(sys.executable).parent / "chalice"), "local", "--stage", "local",
+    # `chalice local`, through a launcher that answers unknown paths in our error shape.
+    return [sys.executable, "-m", "devtools.serve", "local", "--stage", "local",
             "--host", "127.0.0.1", "--port", str(port), "--no-autoreload"]
 
 

@@ -53,3 +53,15 @@ def test_connection_lifecycle_over_http(stack):
         assert other.get(f"/connections/{cid}").status_code == 404
         assert api.delete(f"/connections/{cid}").status_code == 204
         assert api.get(f"/connections/{cid}").status_code == 404
+
+
+def test_unknown_paths_answer_in_the_error_shape_without_echoing_the_token(stack):
+    with stack.client("e2e-unknown") as api:
+        resp = api.get("/no/such/route")
+        assert resp.status_code == 404
+        assert resp.json()["error"]["code"] == "not_found"
+        token = api.headers["authorization"].split()[1]
+        assert token not in resp.text
+    anonymous = httpx.get(f"{stack.api}/nothing-here", trust_env=False)
+    assert anonymous.status_code == 404
+    assert anonymous.json()["error"]["code"] == "not_found"

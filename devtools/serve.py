@@ -1,0 +1,46 @@
+"""`chalice local`, with API Gateway's answer for unknown paths in our error shape.
+
+Chalice's local gateway imitates API Gateway for a path no route matches: a 403 "Missing
+Authentication Token", or, when an Authorization header is present, a message that quotes the
+header back (the caller's bearer token). The deployed stack maps those gateway responses to a
+JSON 404 (infra); this launcher does the same locally, then runs the real `chalice local`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from typing import Any
+
+from chalice import local
+from chalice.cli import main as chalice_main
+
+
+class RouteNotFound(local.LocalGatewayException):
+    CODE = 404
+
+
+def _patch() -> None:
+    original = local.LocalGateway.handle_request
+
+    def handle_request(self: Any, method: str, path: str, headers: dict[str, str],
+                       body: bytes | None) -> Any:
+        try:
+            return original(self, method, path, headers, body)
+        except local.ForbiddenError as exc:
+            if b"Missing Authentication Token" not in exc.body and \
+                    b"Authorization header requires" not in exc.body:
+                raise
+            payload = {"error": {"code": "not_found", "message": "no such route",
+                                 "request_id": uuid.uuid4().hex}}
+            raise RouteNotFound({"Content-Type": "application/json"},
+                                json.dumps(payload).encode()) from None
+
+    local.LocalGateway.handle_request = handle_request  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    _patch()
+    sys.argv = ["chalice", *sys.argv[1:]]
+    sys.exit(chalice_main())
