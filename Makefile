@@ -22,7 +22,6 @@ help:
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
@@ -40,7 +39,7 @@ lint: $(STAMP)
 
 typecheck: lint
 
-test: $(STAMP) lint
+test: $(STAMP) lint package lint-infra
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: $(STAMP)
@@ -67,3 +66,28 @@ alerts: $(STAMP)
 rewrap: $(STAMP)
 	@test -n "$(NEW_KEY)" || (echo "usage: make rewrap NEW_KEY=<kms key id, arn or alias>"; exit 2)
 	$(PY) -m devtools.rewrap $(NEW_KEY)
+
+# The deployable template and Lambda bundle of every stage, offline: build/<stage>/sam.json
+# and build/<stage>/deployment.zip (docs/deploy.md).
+package: $(STAMP)
+	$(PY) -m infra.package
+
+lint-infra: package
+	$(VENV)/bin/cfn-lint build/*/sam.json
+
+# Deploys with *your* AWS credentials; never from CI.
+deploy: package
+	@test -z "$$CI" || { echo "make deploy uses personal AWS credentials and never runs in CI"; exit 2; }
+	@test -n "$(DEPLOY_BUCKET)" || { echo "usage: make deploy STAGE=dev|prod DEPLOY_BUCKET=<s3 bucket> [PARAMS='AlarmEmail=you@example.com ...']"; exit 2; }
+	$(PY) -m infra.checks --stage $(STAGE)
+	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
+	aws cloudformation package --template-file build/$(STAGE)/sam.json --s3-bucket $(DEPLOY_BUCKET) \
+		--s3-prefix llmc-$(STAGE) --use-json --output-template-file build/$(STAGE)/packaged.json
+	aws cloudformation deploy --template-file build/$(STAGE)/packaged.json --stack-name llmc-$(STAGE) \
+		--capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-fail-on-empty-changeset \
+		$(if $(PARAMS),--parameter-overrides $(PARAMS),)
+	aws cloudformation describe-stacks --stack-name llmc-$(STAGE) --query 'Stacks[0].Outputs' --output table
+
+smoke: $(STAMP)
+	@test -n "$(URL)" || { echo "usage: make smoke URL=<api base url> TOKEN=<bearer token> [FAKE_PROVIDER_URL=...]"; exit 2; }
+	@TOKEN='$(TOKEN)' $(PY) -m devtools.smoke --url '$(URL)'

@@ -25,7 +25,8 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
 
 from infra.names import ROOT
@@ -137,11 +138,11 @@ def grants(calls: Iterable[AwsCall]) -> dict[str, set[str]]:
     return dict(out)
 
 
-def _sources() -> list[tuple[str, str]]:
-    paths = [ROOT / "app.py", *sorted((ROOT / "chalicelib").rglob("*.py"))]
+def _sources(root: Path) -> list[tuple[str, str]]:
+    paths = [root / "app.py", *sorted((root / "chalicelib").rglob("*.py"))]
     out = []
     for p in paths:
-        rel = p.relative_to(ROOT)
+        rel = p.relative_to(root)
         module = ".".join(rel.with_suffix("").parts)
         if module.endswith(".__init__"):
             module = module[: -len(".__init__")]
@@ -149,8 +150,8 @@ def _sources() -> list[tuple[str, str]]:
     return out
 
 
-@lru_cache(maxsize=None)
-def _attrs(cls: type) -> tuple[str, ...]:
+@cache
+def _attrs(cls: Any) -> tuple[str, ...]:
     names: list[str] = []
     for klass in cls.__mro__:
         for k, v in vars(klass).items():
@@ -170,7 +171,8 @@ def _children(node: Any) -> Iterator[Any]:
             for v in value:
                 yield from flat(v)
 
-    for attr in _attrs(type(node)):
+    kind: Any = type(node)
+    for attr in _attrs(kind):
         try:
             value = getattr(node, attr)
         except AttributeError:
@@ -178,16 +180,7 @@ def _children(node: Any) -> Iterator[Any]:
         yield from flat(value)
 
 
-@lru_cache(maxsize=None)
-def _service_ops(service: str) -> frozenset[str]:
-    import botocore.session
-    from botocore import xform_name
-
-    model = botocore.session.get_session().get_service_model(service)
-    return frozenset(xform_name(op) for op in model.operation_names)
-
-
-@lru_cache(maxsize=None)
+@cache
 def _op_names(service: str) -> dict[str, str]:
     import botocore.session
     from botocore import xform_name
@@ -237,8 +230,8 @@ class _Scanner:
         self.injected: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.attr_users: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.consumed: set[int] = set()
+        self.stores: set[int] = set()  # ids of assignment targets (a store is not a use)
 
-    # --- helpers -----------------------------------------------------------------------
 
     @staticmethod
     def ours(fullname: str | None) -> bool:
@@ -283,10 +276,10 @@ class _Scanner:
                 info = t.type_object()
                 if self.has_base(info, MODEL_BASE):
                     out.append(("model_class", info))
-            elif isinstance(t, TypeType) and isinstance(get_proper_type(t.item), Instance):
-                info = get_proper_type(t.item).type  # type: ignore[union-attr]
-                if self.has_base(info, MODEL_BASE):
-                    out.append(("model_class", info))
+            elif isinstance(t, TypeType):
+                item = get_proper_type(t.item)
+                if isinstance(item, Instance) and self.has_base(item.type, MODEL_BASE):
+                    out.append(("model_class", item.type))
             elif isinstance(t, Instance):
                 info = t.type
                 for kind, base in (("model", MODEL_BASE), ("index", INDEX_BASE),
@@ -316,7 +309,6 @@ class _Scanner:
             self.calls.append(AwsCall(service, action, resource, ctx.function,
                                       self.where(ctx, node)))
 
-    # --- boto3 clients -------------------------------------------------------------------
 
     def literal_client(self, expr: Any) -> str | None:
         from mypy import nodes
@@ -343,12 +335,19 @@ class _Scanner:
 
     def client_service(self, expr: Any, ctx: Ctx) -> str | None:
         from mypy import nodes
+        from mypy.types import Instance
 
         svc = self.known_client(expr)
         if svc:
             return svc
         if isinstance(expr, nodes.NameExpr) and id(expr.node) in ctx.clients:
             return ctx.clients[id(expr.node)]
+        # A module, or an object of ours, is not a client whatever its name says.
+        if isinstance(expr, nodes.RefExpr) and isinstance(expr.node, nodes.MypyFile):
+            return None
+        t = self.proper(expr)
+        if isinstance(t, Instance) and self.ours(t.type.fullname):
+            return None
         ident = None
         if isinstance(expr, nodes.CallExpr):
             expr = expr.callee
@@ -359,8 +358,6 @@ class _Scanner:
                 if token in SERVICE_TOKENS:
                     return SERVICE_TOKENS[token]
         return None
-
-    # --- resources -------------------------------------------------------------------------
 
     @staticmethod
     def chain(expr: Any) -> list[str]:
@@ -443,17 +440,16 @@ class _Scanner:
             yield n
             stack.extend(_children(n))
 
-    # --- the walk ----------------------------------------------------------------------------
 
     def run(self) -> None:
         from mypy import nodes
 
-        for module, tree in self.trees.items():
+        for tree in self.trees.values():
             for n in self.walk_plain(tree):
                 if isinstance(n, nodes.ClassDef) and self.ours(n.info.fullname):
                     self.classes[n.info.fullname] = n.info
         # Helpers whose every return is a client: ``def _ddb(self): return aws.client(...)``.
-        for module, tree in self.trees.items():
+        for tree in self.trees.values():
             for n in self.walk_plain(tree):
                 if isinstance(n, nodes.FuncDef):
                     rets = [r for r in self.walk_plain(n.body) if isinstance(r, nodes.ReturnStmt)]
@@ -564,6 +560,7 @@ class _Scanner:
                     pair(a, b)
 
         for lv in stmt.lvalues:
+            self.stores.add(id(lv))
             pair(lv, stmt.rvalue)
 
     def add_edge(self, ctx: Ctx, target: str) -> None:
@@ -596,7 +593,8 @@ class _Scanner:
             if not self.ours(node.fullname):
                 return []
             info = node.info if isinstance(node, nodes.FuncBase) else node.func.info
-            if info is not None and getattr(info, "fullname", "") and self.ours(info.fullname):
+            # Module-level functions carry mypy's FakeInfo, which is falsy.
+            if info and self.ours(info.fullname):
                 return [node.fullname, *self.method_targets(info, node.name)]
             return [node.fullname]
         if isinstance(node, nodes.TypeInfo):
@@ -615,8 +613,10 @@ class _Scanner:
         infos = []
         if isinstance(recv, Instance):
             infos.append(recv.type)
-        elif isinstance(recv, TypeType) and isinstance(get_proper_type(recv.item), Instance):
-            infos.append(get_proper_type(recv.item).type)  # type: ignore[union-attr]
+        elif isinstance(recv, TypeType):
+            item = get_proper_type(recv.item)
+            if isinstance(item, Instance):
+                infos.append(item.type)
         elif isinstance(recv, CallableType) and recv.is_type_obj():
             infos.append(recv.type_object())
         for info in infos:
@@ -627,7 +627,7 @@ class _Scanner:
         from mypy import nodes
 
         if isinstance(ref, nodes.MemberExpr) and isinstance(ref.expr, nodes.NameExpr) and \
-                ref.expr.name == "self" and ctx.cls is not None:
+                ref.expr.name == "self" and ctx.cls is not None and id(ref) not in self.stores:
             for klass in ctx.cls.mro:
                 self.attr_users[(klass.fullname, ref.name)].add(ctx.function)
         if id(ref) in self.consumed:
@@ -789,12 +789,12 @@ def _known_services() -> frozenset[str]:
     return frozenset(botocore.session.get_session().get_available_services())
 
 
-def _build() -> tuple[dict[str, Any], dict[str, str], dict[Any, Any]]:
+def _build(root: Path) -> tuple[dict[str, Any], dict[str, str], dict[Any, Any]]:
     from mypy import build
     from mypy.modulefinder import BuildSource
     from mypy.options import Options
 
-    sources = _sources()
+    sources = _sources(root)
     opts = Options()
     opts.python_version = (3, 11)
     opts.export_types = True
@@ -804,18 +804,20 @@ def _build() -> tuple[dict[str, Any], dict[str, str], dict[Any, Any]]:
     opts.show_traceback = True
     result = build.build([BuildSource(p, m, None) for p, m in sources], opts)
     trees = {m: result.graph[m].tree for _, m in sources if result.graph[m].tree is not None}
-    paths = {m: str(__import__("pathlib").Path(p).relative_to(ROOT)) for p, m in sources}
+    paths = {m: str(Path(p).relative_to(root)) for p, m in sources}
     return trees, paths, result.types
 
 
-@lru_cache(maxsize=1)
-def scan() -> Scan:
-    """Analyse app.py and chalicelib/ (about ten seconds; cached per process)."""
+@lru_cache(maxsize=4)
+def scan(root: Path = ROOT) -> Scan:
+    """Analyse ``root``'s app.py and chalicelib/ (about ten seconds; cached per process).
+
+    Models are read at run time from the importable ``chalicelib`` (the project's)."""
     import sys
 
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    trees, paths, types = _build()
+    trees, paths, types = _build(root)
     s = _Scanner(trees, paths, types)
     s.run()
     calls = sorted(set(s.calls))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.observability import flush_metrics, logger
+from chalicelib.metrics_names import DAILY_RUN_FAILED
+from chalicelib.observability import flush_metrics, logger, metrics
 
 
 def run_daily() -> dict[str, Any]:
@@ -12,6 +13,11 @@ def run_daily() -> dict[str, Any]:
 
     try:
         return services().daily.dispatch()
+    except Exception:
+        # The alarm on this metric tells operators; EventBridge retries the invocation.
+        metrics.add_metric(name=DAILY_RUN_FAILED, unit="Count", value=1)
+        logger.exception("daily dispatch failed")
+        raise
     finally:
         flush_metrics()
 
@@ -24,6 +30,7 @@ def test_batch(records: list[tuple[str, str]]) -> dict[str, Any]:
     try:
         failed, _stats = services().daily.handle_batch(records)
     except Exception:  # noqa: BLE001 - the batch boundary: report every message failed
+        metrics.add_metric(name=DAILY_RUN_FAILED, unit="Count", value=1)
         logger.exception("daily batch failed as a whole")
         failed = [mid for mid, _ in records]
     finally:

@@ -49,3 +49,21 @@ def test_app_never_runs_in_debug_mode():
     from app import app
 
     assert app.debug is False
+
+
+def test_a_failed_dispatch_counts_daily_run_failed(monkeypatch, capsys):
+    # Given a dispatcher that cannot reach its queue
+    from chalicelib.api import deps, events
+
+    class Broken:
+        def dispatch(self):
+            raise RuntimeError("queue unreachable")
+
+    class Wired:
+        daily = Broken()
+
+    monkeypatch.setattr(deps, "services", lambda: Wired())
+    # When the schedule fires / Then it fails loudly and the alarm's metric is emitted
+    with pytest.raises(RuntimeError):
+        events.run_daily()
+    assert '"DailyRunFailed":[1.0]' in capsys.readouterr().out.replace(" ", "")

@@ -1,0 +1,56 @@
+"""`make package`: the deployable template and Lambda bundle of each stage, offline.
+
+For each stage: render ``build/<stage>/merge.json`` (``infra.build_template``), then run
+``chalice package --merge-template`` into ``build/<stage>/`` (``sam.json`` and
+``deployment.zip``). Chalice needs a region but no credentials; it builds the bundle from
+requirements.txt with pip (the package index is the only network it uses) and caches the
+dependencies in .chalice/deployments/, so a second stage or run takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from infra import build_template, lambdas, names, stack
+
+
+def package(stage: str) -> float:
+    started = time.monotonic()
+    out = names.build_dir(stage)
+    for stale in ("sam.json", "deployment.zip"):
+        (out / stale).unlink(missing_ok=True)
+    merge = build_template.write(stage, out / "merge.json")
+    env = {**os.environ, **lambdas.package_environment(stage)}
+    env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", "us-east-1"))
+    subprocess.run(  # noqa: S603 - our interpreter, fixed arguments
+        # The console script of this environment (chalice has no ``__main__``).
+        [str(Path(sys.executable).parent / "chalice"), "package", "--stage", stage,
+         "--merge-template", str(merge), str(out)],
+        cwd=names.ROOT, env=env, check=True,
+    )
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stage", choices=names.DEPLOY_STAGES, action="append",
+                        help="default: every deployable stage")
+    args = parser.parse_args()
+    for stage in args.stage or names.DEPLOY_STAGES:
+        try:
+            seconds = package(stage)
+        except stack.StackError as exc:
+            sys.exit(f"infra: {exc}")
+        except subprocess.CalledProcessError as exc:
+            sys.exit(f"infra: chalice package failed for {stage} (exit {exc.returncode})")
+        print(f"packaged {stage}: build/{stage}/sam.json, build/{stage}/deployment.zip "
+              f"({seconds:.1f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
