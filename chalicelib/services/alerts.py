@@ -23,6 +23,11 @@ def decide(alert: dict[str, Any] | None, status: str, now_iso: str, reminder_day
            ) -> str | None:
     """Which alert a result calls for: "failure", "reminder", "recovery" or None."""
     state = (alert or {}).get("state", "ok")
+    lost = (alert or {}).get("last_kind") if (alert or {}).get("publish_failed_at") else None
+    if lost is not None and (lost == "recovery") == (status != "error"):
+        # The last alert never went out (SNS failed through every retry) and still holds:
+        # send it again rather than stay silent until the next reminder.
+        return str(lost)
     if status == "error":
         if state != "error":
             return "failure"
@@ -75,9 +80,15 @@ def build_message(kind: str, item: ConnectionModel, provider_name: str,
         "owner": item.owner, "connection_id": item.id, "provider": item.provider,
         "status": result["status"], "error_code": code, "kind": kind,
     }
-    subject = title if len(title) <= 100 else title[:97] + "..."
-    return {"subject": redact(subject), "text": text,
+    return {"subject": _subject(title), "text": text,
             "json": json.loads(redact(json.dumps(doc))), "attributes": attributes}
+
+
+def _subject(title: str) -> str:
+    """An SNS Subject: no line breaks or control characters (SNS refuses the whole publish
+    otherwise, and a connection name may hold a tab), at most 100 characters once redacted."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in redact(title)).split())
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 class AlertService:
@@ -98,11 +109,14 @@ class AlertService:
         if kind is None:
             return
         prior = item.alert
+        state = "error" if result["status"] == "error" else "ok"
         new_state: dict[str, Any] = {
-            "state": "error" if result["status"] == "error" else "ok",
+            "state": state,
             "last_sent_at": now,
             "last_kind": kind,
-            "since": (prior or {}).get("since") if kind == "reminder" else now,
+            # A reminder, or an alert sent again after a failed publish, keeps the start.
+            "since": ((prior or {}).get("since") or now) if (prior or {}).get("state") == state
+            else now,
         }
         if not self._claim(item, prior, new_state):
             return

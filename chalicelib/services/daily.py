@@ -154,7 +154,9 @@ class DailyRun:
 
                 sem = limits.setdefault(item.provider, asyncio.Semaphore(self.per_provider))
                 probe = bool((item.settings or {}).get("probe_model_daily"))
-                async with overall, sem:
+                # Provider cap first: a task queued behind a busy provider must not sit on one
+                # of the batch's slots while other providers' connections wait for it.
+                async with sem, overall:
                     outcome = await test_target(prepared.target, probe_model=probe,
                                                 client=None if prepared.target.adapter ==
                                                 "bedrock" else client)
@@ -175,9 +177,9 @@ class DailyRun:
     async def process(self, messages: list[tuple[str, str]]) -> tuple[list[str], RunStats]:
         """Test every connection of ``messages`` ([(message_id, body)]); return the ids of
         messages that must be redelivered, and the run statistics."""
-        from chalicelib.providers.netguard import guarded_client
-
         from concurrent.futures import ThreadPoolExecutor
+
+        from chalicelib.providers.netguard import guarded_client
 
         # Blocking AWS calls run in threads: as many as tests in flight, not the default 6.
         asyncio.get_running_loop().set_default_executor(

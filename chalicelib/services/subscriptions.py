@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from chalicelib.data.models import SubscriptionModel
-from chalicelib.errors import Forbidden, InvalidInput, NotFound
+from chalicelib.errors import Conflict, Forbidden, InvalidInput, NotFound
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, new_id, utcnow
 from chalicelib.services.validation import Strict, parse
@@ -44,14 +44,30 @@ class SubscriptionService:
         data = parse(SubscriptionRequest, body)
         if data.scope == "all" and not caller.is_admin:
             raise Forbidden("only administrators may subscribe to every alert", field="scope")
+        # SNS keeps one subscription per (topic, protocol, address) and hands its ARN back to a
+        # repeated Subscribe: a second record would share it, and deleting either record would
+        # silently end the other's alerts.
+        if any(s.protocol == data.protocol and s.endpoint == data.endpoint
+               for s in SubscriptionModel.query(caller.user_id, limit=100)):
+            raise Conflict("this address is already subscribed", field="endpoint",
+                           code="already_exists")
         attributes: dict[str, str] = {}
         if data.scope == "own":
             attributes["FilterPolicy"] = json.dumps({"owner": [caller.user_id]})
             attributes["FilterPolicyScope"] = "MessageAttributes"
-        resp = self._sns().subscribe(
-            TopicArn=self._settings.alerts_topic_arn, Protocol=data.protocol,
-            Endpoint=data.endpoint, Attributes=attributes, ReturnSubscriptionArn=True,
-        )
+        try:
+            resp = self._sns().subscribe(
+                TopicArn=self._settings.alerts_topic_arn, Protocol=data.protocol,
+                Endpoint=data.endpoint, Attributes=attributes, ReturnSubscriptionArn=True,
+            )
+        except Exception as exc:
+            # SNS answers InvalidParameter for an address it refuses, or one already
+            # subscribed with other attributes (another user's filter): the caller's input.
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code == "InvalidParameter":
+                raise InvalidInput("this address cannot be subscribed (it may already receive "
+                                   "alerts under other settings)", field="endpoint") from None
+            raise
         item = SubscriptionModel(
             owner=caller.user_id, subscription_id=new_id("sub"), protocol=data.protocol,
             endpoint=data.endpoint, scope=data.scope, subscription_arn=resp["SubscriptionArn"],
