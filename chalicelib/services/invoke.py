@@ -9,6 +9,7 @@ cached for a minute. No KMS call while the cache is warm.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, field_validator
 
 from chalicelib.data.models import ConnectionModel, ProviderModel
 from chalicelib.data.usage_repo import UsageRepository, bucket_upper_ms
@@ -26,7 +27,7 @@ from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, utcnow
 from chalicelib.services.connections import ConnectionService
 from chalicelib.services.providers import ProviderService
-from chalicelib.services.testing import TestingService, percentile
+from chalicelib.services.testing import TestingService
 from chalicelib.services.validation import Strict, parse
 from chalicelib.settings import Settings
 
@@ -46,9 +47,16 @@ UPSTREAM_STATUS = {
 }
 
 
+def _not_blank(value: str) -> str:
+    # Anthropic and Bedrock refuse whitespace-only text: a 400 here, not their 400 as our 502.
+    if not value.strip():
+        raise ValueError("must contain more than whitespace")
+    return value
+
+
 class Message(Strict):
     role: Literal["system", "user", "assistant"]
-    content: Annotated[str, Field(min_length=1, max_length=200_000)]
+    content: Annotated[str, Field(min_length=1, max_length=200_000), AfterValidator(_not_blank)]
 
 
 class InvokeRequest(Strict):
@@ -56,6 +64,14 @@ class InvokeRequest(Strict):
     model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     temperature: Annotated[float, Field(ge=0, le=5)] | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _has_a_turn(cls, messages: list[Message]) -> list[Message]:
+        # System text alone is no conversation: Anthropic, Bedrock and Gemini reject it.
+        if all(m.role == "system" for m in messages):
+            raise ValueError("at least one user or assistant message is required")
+        return messages
 
 
 class TTLCache:
@@ -98,6 +114,21 @@ class TTLCache:
 
 def _epoch(dt: datetime) -> int:
     return int(dt.timestamp())
+
+
+def _hist_percentile(hist: dict[int, int], pct: float) -> int | None:
+    """Nearest-rank percentile of the latency histogram, walking the bucket counts (one
+    sample per request would be millions of values for a busy connection)."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank = max(1, -(-total * pct // 100))
+    seen = 0
+    for bucket, count in sorted(hist.items()):
+        seen += count
+        if seen >= rank:
+            return bucket_upper_ms(bucket)
+    return bucket_upper_ms(max(hist))
 
 
 class InvokeService:
@@ -175,7 +206,7 @@ class InvokeService:
         except ProviderError as err:
             latency = round((time.monotonic() - started) * 1000)
             self._record(item, now, latency, 0, 0, err.code)
-            retry_after = int(err.retry_after) + 1 if err.retry_after else None
+            retry_after = max(1, math.ceil(err.retry_after)) if err.retry_after else None
             if err.code == "rate_limited" and retry_after is None:
                 retry_after = 1
             raise UpstreamFailure(err.message, code=err.code,
@@ -253,15 +284,14 @@ class InvokeService:
                         hist[int(k[1:])] = hist.get(int(k[1:]), 0) + int(v)
                     elif k.startswith("err_"):
                         errors[k[4:]] = errors.get(k[4:], 0) + int(v)
-            samples = [bucket_upper_ms(b) for b, n in sorted(hist.items()) for _ in range(n)]
             out[label] = {
                 "requests": sum(int(d.get("requests", 0)) for d in window),
                 "errors": sum(int(d.get("errors", 0)) for d in window),
                 "errors_by_code": errors,
                 "input_tokens": sum(int(d.get("input_tokens", 0)) for d in window),
                 "output_tokens": sum(int(d.get("output_tokens", 0)) for d in window),
-                "latency_p50_ms": percentile(samples, 50),
-                "latency_p95_ms": percentile(samples, 95),
+                "latency_p50_ms": _hist_percentile(hist, 50),
+                "latency_p95_ms": _hist_percentile(hist, 95),
             }
         out["daily"] = [{"day": str(d["sk"])[4:], "requests": d.get("requests", 0),
                          "errors": d.get("errors", 0),
