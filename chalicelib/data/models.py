@@ -110,6 +110,7 @@ class ConnectionModel(_Base):
     due_shard = UnicodeAttribute(null=True)
     dependents_count = NumberAttribute(default=0)
     alert = JSONAttribute(null=True)
+    activity = JSONAttribute(null=True)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     credentials_updated_at = UnicodeAttribute(null=True)

@@ -485,6 +485,10 @@ class ConnectionService:
             M.status_message.set(message) if message else M.status_message.remove(),
         ])
 
+    def set_activity(self, item: ConnectionModel, activity: dict[str, Any]) -> None:
+        """Record the latest invocation summary (a system field; no version change)."""
+        self._repo.update_unversioned(item, [ConnectionModel.activity.set(activity)])
+
     def iter_owner(self, owner: str) -> Any:
         return self._repo.iter_by_owner(owner)
 
@@ -629,6 +633,7 @@ class ConnectionService:
             "last_tested_at": last_tested,
             "last_test": last_test,
             "latency_ms": (last_test or {}).get("latency_ms"),
+            "activity": item.activity or None,
             "dependents_count": int(item.dependents_count or 0),
             "created_at": item.created_at,
             "updated_at": item.updated_at,

@@ -24,7 +24,7 @@ from chalicelib.data.usage_repo import UsageRepository, bucket_upper_ms
 from chalicelib.errors import InvalidInput, RateLimited, Unprocessable, UpstreamFailure
 from chalicelib.observability import logger
 from chalicelib.services.audit import AuditService
-from chalicelib.services.common import Caller, utcnow
+from chalicelib.services.common import Caller, iso, utcnow
 from chalicelib.services.connections import ConnectionService
 from chalicelib.services.providers import ProviderService
 from chalicelib.services.testing import TestingService
@@ -112,6 +112,9 @@ class TTLCache:
         return len(self._data)
 
 
+ACTIVITY_EVERY_SECONDS = 60.0
+
+
 def _epoch(dt: datetime) -> int:
     return int(dt.timestamp())
 
@@ -143,6 +146,7 @@ class InvokeService:
         self._settings = settings
         self.secrets = TTLCache(capacity=512, ttl_seconds=min(300, settings.invoke_cache_seconds))
         self._provider_cache = TTLCache(capacity=256, ttl_seconds=60)
+        self._activity_written: dict[str, float] = {}
 
     def _provider(self, provider_id: str) -> ProviderModel | None:
         hit = self._provider_cache.get((provider_id,))
@@ -169,6 +173,10 @@ class InvokeService:
 
         req = parse(InvokeRequest, body)
         item = self._connections.get(caller, connection_id)
+        if item.owner != caller.user_id:
+            # An admin spending another user's credentials and quota: say so in the trail.
+            self._audit.record(caller, "connection.invoke", f"connection:{item.id}",
+                               target_owner=item.owner)
         if item.needs_credentials or item.sealed is None:
             raise Unprocessable("this connection has no credentials yet; supply them first",
                                 field="credentials", code="needs_credentials")
@@ -266,6 +274,28 @@ class InvokeService:
                                error_code=error_code, ttl=_epoch(now + timedelta(days=400)))
         except Exception:  # noqa: BLE001 - losing one usage sample must not fail the call
             logger.exception("usage not recorded", extra={"connection_id": item.id})
+        self._touch_activity(item, now, error_code)
+
+    def _touch_activity(self, item: ConnectionModel, now: datetime,
+                        error_code: str | None) -> None:
+        """Keep a small "recent activity" summary on the connection for the list view.
+        Written at most once a minute per connection and warm Lambda, so the usual warm
+        invoke stays at one read and one usage write."""
+        last = self._activity_written.get(item.id)
+        clock = time.monotonic()
+        if last is not None and clock - last < ACTIVITY_EVERY_SECONDS:
+            return
+        self._activity_written[item.id] = clock
+        if len(self._activity_written) > 4096:
+            self._activity_written.clear()
+        try:
+            self._connections.set_activity(item, {
+                "last_invoked_at": iso(now),
+                "last_invoke_ok": error_code is None,
+                "last_error_code": error_code,
+            })
+        except Exception:  # noqa: BLE001 - a summary must never fail the call
+            logger.exception("activity not recorded", extra={"connection_id": item.id})
 
     # statistics ----------------------------------------------------------------------
 

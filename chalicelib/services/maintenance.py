@@ -37,7 +37,7 @@ def rewrap_all(repo: ConnectionRepository, cipher: EnvelopeCipher, new_key_id: s
                     actions=[ConnectionModel.sealed.set(SealedAttribute(
                         v=moved.v, kid=moved.kid, wdk=moved.wdk, nonce=moved.nonce,
                         ct=moved.ct))],
-                    condition=ConnectionModel.sealed.wdk == bytes(s.wdk),
+                    condition=ConnectionModel.sealed.wdk == bytes(s.wdk),  # type: ignore[arg-type]
                 )
                 counts["rewrapped"] += 1
                 break
