@@ -98,6 +98,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     daily_shards: int = 8
     daily_lease_seconds: int = 600
+    daily_concurrency: int = 50
+    daily_provider_cap: int = 10
     invoke_cache_seconds: int = 300
 
 
@@ -132,5 +134,7 @@ def get_settings() -> Settings:
         alert_reminder_days=_int("ALERT_REMINDER_DAYS", 7, 1, 365),
         daily_shards=_int("DAILY_SHARDS", 8, 1, 256),
         daily_lease_seconds=_int("DAILY_LEASE_SECONDS", 600, 30, 3600),
+        daily_concurrency=_int("DAILY_CONCURRENCY", 50, 1, 500),
+        daily_provider_cap=_int("DAILY_PROVIDER_CAP", 10, 1, 500),
         invoke_cache_seconds=_int("INVOKE_CACHE_SECONDS", 300, 0, 300),
     )

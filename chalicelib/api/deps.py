@@ -71,7 +71,9 @@ def services() -> Services:
                              settings, on_result=alerts.on_result)
     subscriptions = SubscriptionService(sns, settings, audit)
     daily = DailyRun(repo, providers, testing, DailyClaimRepository(),
-                     lambda: aws.client("sqs"), settings)
+                     lambda: aws.client("sqs"), settings,
+                     concurrency=settings.daily_concurrency,
+                     per_provider=settings.daily_provider_cap)
     invoke = InvokeService(connections, providers, testing,
                            UsageRepository(settings.tables.usage), audit, settings)
     return Services(settings, audit, providers, connections, idem, testing, alerts,
