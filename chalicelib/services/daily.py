@@ -19,7 +19,7 @@ from chalicelib.errors import SealBroken
 from chalicelib.observability import logger, metrics
 from chalicelib.services.common import SYSTEM, iso, utcnow
 from chalicelib.services.providers import ProviderService
-from chalicelib.services.testing import TestingService
+from chalicelib.services.testing import TestingService, failed_outcome
 from chalicelib.settings import Settings
 
 IDS_PER_MESSAGE = 25
@@ -145,7 +145,8 @@ class DailyRun:
             try:
                 prepared = await asyncio.to_thread(self._testing.prepare, item)
             except SealBroken as exc:
-                result = _unreadable(exc.message)
+                # The user's fix is the same as for a bad key: enter the secret again.
+                result = failed_outcome("invalid_api_key", exc.message)
                 prepared = None
             if prepared is not None and prepared.target is None:
                 result = self._testing.disabled_outcome(item.provider)
@@ -224,16 +225,3 @@ class DailyRun:
         logger.info("daily batch done", extra=summary)
         return failed, stats
 
-
-def _unreadable(message: str) -> dict[str, Any]:
-    from chalicelib.providers.base import REMEDIATION, Check, TestOutcome
-
-    return TestOutcome(
-        status="error",
-        checks={k: Check(ok=None) for k in ("connectivity", "authentication",
-                                            "model_access", "performance")},
-        latency_ms=None, available_models=[],
-        error={"code": "invalid_api_key", "message": message,
-               "remediation": list(REMEDIATION["invalid_api_key"])},
-        warnings=[],
-    ).to_dict()

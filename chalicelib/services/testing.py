@@ -37,6 +37,20 @@ class Prepared:
     target: Any  # chalicelib.providers.base.Target, or None when the provider is unusable
 
 
+def failed_outcome(code: str, message: str) -> dict[str, Any]:
+    """A test result for a failure found before any provider call (nothing was checked)."""
+    from chalicelib.providers.base import REMEDIATION, Check, TestOutcome
+
+    return TestOutcome(
+        status="error",
+        checks={k: Check(ok=None) for k in ("connectivity", "authentication",
+                                            "model_access", "performance")},
+        latency_ms=None, available_models=[],
+        error={"code": code, "message": message, "remediation": list(REMEDIATION[code])},
+        warnings=[],
+    ).to_dict()
+
+
 def percentile(values: list[int], pct: float) -> int | None:
     """Nearest-rank percentile."""
     if not values:
@@ -101,18 +115,8 @@ class TestingService:
 
     @staticmethod
     def disabled_outcome(provider_id: str) -> dict[str, Any]:
-        from chalicelib.providers.base import REMEDIATION, Check, TestOutcome
-
-        return TestOutcome(
-            status="error",
-            checks={k: Check(ok=None) for k in ("connectivity", "authentication",
-                                                "model_access", "performance")},
-            latency_ms=None, available_models=[],
-            error={"code": "provider_disabled",
-                   "message": f"provider {provider_id!r} is disabled or no longer exists",
-                   "remediation": list(REMEDIATION["provider_disabled"])},
-            warnings=[],
-        ).to_dict()
+        return failed_outcome("provider_disabled",
+                              f"provider {provider_id!r} is disabled or no longer exists")
 
     # manual tests --------------------------------------------------------------------
 
