@@ -73,8 +73,39 @@ def error_body(code: str, message: str, request_id: str, field_name: str | None 
     return {"error": err}
 
 
-def error_response(exc: errors.DomainError, request_id: str) -> Response:
+_TRANSIENT_CODES = frozenset({
+    "ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "ServiceUnavailable", "ServiceUnavailableException", "InternalServerError",
+    "InternalFailure", "KMSInternalException", "KeyUnavailableException",
+    "LimitExceededException", "TransactionInProgressException",
+})
+
+
+def _transient_aws_failure(exc: BaseException) -> bool:
+    """An AWS dependency that is down or throttling after the SDK's own retries (a 503 for
+    the caller, not a 500): botocore connection errors, or throttling/5xx error codes,
+    anywhere in the cause chain (PynamoDB wraps botocore's exceptions)."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, (ConnectionError, HTTPClientError)):
+            return True
+        if isinstance(seen, ClientError):
+            error = seen.response.get("Error", {})
+            status = seen.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return error.get("Code") in _TRANSIENT_CODES or int(status or 0) >= 500
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def error_response(exc: errors.DomainError, request_id: str, *,
+                   retry_after: int | None = None) -> Response:
     headers: dict[str, str | list[str]] = dict(BASE_HEADERS)
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
     extra: dict[str, Any] = {}
     if isinstance(exc, errors.UpstreamFailure):
         status = exc.http_status
@@ -239,7 +270,12 @@ def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..
                 return json_response(result)
             except errors.DomainError as exc:
                 return error_response(exc, rid)
-            except Exception:  # noqa: BLE001 - the view boundary: never leak internals
+            except Exception as exc:  # noqa: BLE001 - the view boundary: never leak internals
+                if _transient_aws_failure(exc):
+                    logger.exception("AWS dependency unavailable")
+                    return error_response(errors.Unavailable(
+                        "a service this API depends on is unavailable; retry shortly"), rid,
+                        retry_after=2)
                 logger.exception("unhandled error")
                 body = error_body("internal_error", "an internal error occurred; quote the "
                                   "request id when reporting it", rid)

@@ -172,3 +172,24 @@ def test_unexpected_errors_are_500_with_request_id_and_no_internals(api, monkeyp
     assert resp.data["error"]["code"] == "internal_error"
     assert resp.data["error"]["request_id"]
     assert "secret/path" not in resp.body.decode()
+
+
+def test_an_unavailable_aws_dependency_is_503_with_retry_after(api, monkeypatch):
+    # Given DynamoDB answering 503 even after the SDK's retries
+    from botocore.exceptions import ClientError
+
+    from chalicelib.services.connections import ConnectionService
+
+    def down(*_a, **_k):
+        try:
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"},
+                               "ResponseMetadata": {"HTTPStatusCode": 503}}, "Query")
+        except ClientError as exc:
+            raise RuntimeError("wrapped by the data layer") from exc
+
+    monkeypatch.setattr(ConnectionService, "list", down)
+    # When a request needs it / Then a 503 the client can retry, in the error shape
+    resp = api.get("/connections")
+    assert resp.status_code == 503
+    assert resp.data["error"]["code"] == "service_unavailable"
+    assert resp.headers["retry-after"] == "2"
