@@ -44,7 +44,7 @@ POLICIES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     # The work-queue consumer: claim, test, record, alert.
     "test_worker": {
-        "table/providers": ("GetItem",),
+        "table/providers": ("GetItem", "Query"),
         "table/connections": ("GetItem", "UpdateItem"),
         "table/tests": ("PutItem",),
         "table/audit": ("PutItem",),

@@ -8,13 +8,14 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from chalicelib.data.connections_repo import ConnectionRepository
 from chalicelib.data.daily_repo import DailyClaimRepository
+from chalicelib.data.models import ProviderModel
 from chalicelib.errors import SealBroken
 from chalicelib.observability import logger, metrics
 from chalicelib.services.common import SYSTEM, iso, utcnow
@@ -129,7 +130,8 @@ class DailyRun:
     # worker ------------------------------------------------------------------------------
 
     async def test_one(self, cid: str, run_date: str, stats: RunStats, client: Any,
-                       limits: dict[str, asyncio.Semaphore], overall: asyncio.Semaphore) -> None:
+                       limits: dict[str, asyncio.Semaphore], overall: asyncio.Semaphore,
+                       providers: Mapping[str, ProviderModel] | None = None) -> None:
         """Claim, test, record, complete. Raises only on processing failures (not on a
         failing connection), so the message is redelivered and the claim is retried."""
         lease = timedelta(seconds=self._settings.daily_lease_seconds)
@@ -143,7 +145,7 @@ class DailyRun:
                 await asyncio.to_thread(self._claims.complete, cid, run_date)
                 return
             try:
-                prepared = await asyncio.to_thread(self._testing.prepare, item)
+                prepared = await asyncio.to_thread(self._testing.prepare, item, providers)
             except SealBroken as exc:
                 # The user's fix is the same as for a bad key: enter the secret again.
                 result = failed_outcome("invalid_api_key", exc.message)
@@ -188,6 +190,8 @@ class DailyRun:
         stats = RunStats()
         overall = asyncio.Semaphore(self.concurrency)
         limits: dict[str, asyncio.Semaphore] = {}
+        # The catalogue once per batch, not one read per connection.
+        providers = {p.id: p for p in await asyncio.to_thread(self._providers.all_models)}
         failed: list[str] = []
         async with guarded_client(allow_hosts=self._settings.outbound_allow_hosts,
                                   allow_http=self._settings.outbound_allow_http) as client:
@@ -202,7 +206,7 @@ class DailyRun:
                     failed.append(mid)
                     return
                 results = await asyncio.gather(
-                    *(self.test_one(cid, run_date, stats, client, limits, overall)
+                    *(self.test_one(cid, run_date, stats, client, limits, overall, providers)
                       for cid in ids), return_exceptions=True)
                 errors = [r for r in results if isinstance(r, BaseException)]
                 if errors:

@@ -4,7 +4,7 @@ result (status, history, audit) and hand transitions to the alerting service."""
 from __future__ import annotations
 
 import secrets as pysecrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -102,9 +102,12 @@ class TestingService:
             allow_http=self._settings.outbound_allow_http,
         )
 
-    def prepare(self, item: ConnectionModel) -> Prepared:
-        """Provider lookup and secret decryption (one KMS call) for a saved connection."""
-        provider = self._providers.get_model(item.provider)
+    def prepare(self, item: ConnectionModel,
+                providers: Mapping[str, ProviderModel] | None = None) -> Prepared:
+        """Provider lookup and secret decryption (one KMS call) for a saved connection.
+        ``providers``: the catalogue already loaded (a daily batch reads it once)."""
+        provider = (providers.get(item.provider) if providers is not None
+                    else self._providers.get_model(item.provider))
         if provider is None or not provider.enabled:
             return Prepared(item, provider, None)
         secrets = self._connections.open_secrets(item)
