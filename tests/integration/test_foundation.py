@@ -193,3 +193,18 @@ def test_an_unavailable_aws_dependency_is_503_with_retry_after(api, monkeypatch)
     assert resp.status_code == 503
     assert resp.data["error"]["code"] == "service_unavailable"
     assert resp.headers["retry-after"] == "2"
+
+
+def test_bootstrap_runs_twice_without_already_exists(stack_env):
+    # `make run` twice in a row, or a bootstrap against a running emulator: no crash, and
+    # nothing is created twice.
+    import boto3
+
+    from devtools import localstack
+
+    messages: list[str] = []
+    localstack.bootstrap(stack_env, log=messages.append)
+    assert messages == []  # everything already existed
+    topic_subs = boto3.client("sns").list_subscriptions()["Subscriptions"]
+    inbox = [s for s in topic_subs if s["Endpoint"].endswith("llmc-local-alerts-inbox")]
+    assert len(inbox) == 1
