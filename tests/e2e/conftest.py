@@ -44,20 +44,25 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     api_port, aws_port, fake_port = (localstack.free_port() for _ in range(3))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # The stack logs every request: into a file, never a pipe nobody reads (a full pipe
+    # blocks the server's next write, and the whole stack with it).
+    log_path = tmp_path_factory.mktemp("stack") / "stack.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.localstack", "run", "--port", str(api_port),
          "--aws-port", str(aws_port), "--fake-port", str(fake_port)],
-        cwd=localenv.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=localenv.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         localstack.wait_http(f"http://127.0.0.1:{api_port}/health", timeout=120)
     except RuntimeError:
         os.killpg(proc.pid, signal.SIGKILL)
-        out = proc.stdout.read().decode() if proc.stdout else ""
+        log.close()
+        out = log_path.read_text(errors="replace")
         raise RuntimeError(f"stack did not start:\n{out[-4000:]}") from None
     yield Stack(f"http://127.0.0.1:{api_port}", aws_port, f"http://127.0.0.1:{fake_port}",
                 proc)
@@ -66,6 +71,7 @@ def stack() -> Iterator[Stack]:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
 
 
 def fake_control(stack: Stack, method: str, path: str, body: Any = None) -> Any:
