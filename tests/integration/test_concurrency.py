@@ -18,19 +18,15 @@ import pytest
 
 from tests.conftest import openai_body
 from tests.support.builders import caller, unique
-from tests.support.moto_patches import serialized_dynamodb, transaction_conflicts
+from tests.support.moto_patches import transaction_conflicts
 
 pytestmark = pytest.mark.integration
 
 N = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _atomic_emulator() -> Any:
-    """Give moto DynamoDB's atomicity (see tests/support/moto_patches.py): without it the
-    emulator itself loses writes under concurrent transactions."""
-    with serialized_dynamodb():
-        yield
+# The emulator (devtools/emulator.py) serialises DynamoDB requests, which gives moto the
+# atomicity of DynamoDB's conditional writes and transactions that these races rely on.
 
 
 def _race(calls: list[Callable[[], Any]]) -> list[tuple[int, Any]]:

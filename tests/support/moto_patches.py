@@ -1,11 +1,9 @@
 """Adjustments to the in-process moto server (``ThreadedMotoServer`` runs in the test process,
 so its classes can be patched) that make it behave like DynamoDB where the tests need it.
 
-* ``serialized_dynamodb``: moto's ``TransactWriteItems`` checks conditions and writes without a
-  lock, and on a cancellation restores a deep copy of every table it touched, wiping writes
-  that other requests made meanwhile. Under concurrent requests that loses updates and breaks
-  conditional uniqueness, which DynamoDB never does. One lock around each DynamoDB request makes
-  the emulator serializable, as DynamoDB's conditional writes and transactions are.
+(The emulator itself, ``devtools/emulator.py``, serialises DynamoDB requests, which gives moto
+the atomicity of DynamoDB's conditional writes and transactions.)
+
 * ``transaction_conflicts``: DynamoDB cancels a transaction that touches an item another
   transaction is writing (reason ``TransactionConflict``); moto never does. This makes the next
   ``n`` transactions fail that way.
@@ -20,20 +18,6 @@ from typing import Any
 from unittest import mock
 
 _lock = threading.RLock()
-
-
-@contextmanager
-def serialized_dynamodb() -> Iterator[None]:
-    from moto.dynamodb.responses import DynamoHandler
-
-    original = DynamoHandler.call_action
-
-    def call_action(self: Any) -> Any:
-        with _lock:
-            return original(self)
-
-    with mock.patch.object(DynamoHandler, "call_action", call_action):
-        yield
 
 
 @contextmanager
