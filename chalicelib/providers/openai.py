@@ -126,10 +126,7 @@ async def post_chat(
     OpenAI wants ``max_completion_tokens`` (reasoning models refuse ``max_tokens``); many
     compatible services and older Azure API versions only know ``max_tokens``.
     """
-    payload = dict(body)
-    if max_tokens is not None:
-        payload[token_field] = max_tokens
-    try:
+    async def send(payload: dict[str, Any]) -> Any:
         return await s.request_json(
             "POST",
             url,
@@ -139,6 +136,12 @@ async def post_chat(
             classify=classify,
             model_call=True,
         )
+
+    payload = dict(body)
+    if max_tokens is not None:
+        payload[token_field] = max_tokens
+    try:
+        return await send(payload)
     except ProviderError as err:
         text = err.message.lower()
         if (
@@ -150,15 +153,7 @@ async def post_chat(
             raise
     payload.pop(token_field)
     payload[_OTHER_TOKEN_FIELD[token_field]] = max_tokens
-    return await s.request_json(
-        "POST",
-        url,
-        headers=headers,
-        params=params,
-        json_body=payload,
-        classify=classify,
-        model_call=True,
-    )
+    return await send(payload)
 
 
 class OpenAIAdapter(Adapter):
