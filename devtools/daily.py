@@ -94,8 +94,8 @@ def _count_results() -> None:
     testing = services().testing
     original = testing.record
 
-    def record(item: Any, result: dict[str, Any], *, trigger: str, caller: Any) -> None:
-        original(item, result, trigger=trigger, caller=caller)
+    def record(item: Any, result: dict[str, Any], **kwargs: Any) -> None:
+        original(item, result, **kwargs)
         code = (result.get("error") or {}).get("code")
         _RESULTS[result["status"] + (f":{code}" if code else "")] += 1
 

@@ -45,11 +45,10 @@ POLICIES: dict[str, dict[str, tuple[str, ...]]] = {
     # The work-queue consumer: claim, test, record, alert.
     "test_worker": {
         "table/providers": ("GetItem", "Query"),
-        "table/connections": ("GetItem", "UpdateItem"),
+        # The daily claim lives on the connection: claiming is the UpdateItem that reads it.
+        "table/connections": ("UpdateItem",),
         "table/tests": ("PutItem",),
         "table/audit": ("PutItem",),
-        # The daily claims (DailyClaimModel) live in the usage table.
-        "table/usage": ("PutItem", "UpdateItem", "DeleteItem"),
         "key/secrets": ("Decrypt",),
         "topic/alerts": ("Publish",),
     },

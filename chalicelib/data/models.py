@@ -85,6 +85,16 @@ class SealedAttribute(MapAttribute[str, Any]):
     ct = BinaryAttribute(legacy_encoding=False)
 
 
+class DailyClaimAttribute(MapAttribute[str, Any]):
+    """The daily run's idempotency key (connection, date), kept on the connection itself so
+    that claiming also reads the item: one conditional UpdateItem. A lease lets a crashed
+    worker's claim be taken over."""
+
+    run_date = UnicodeAttribute()
+    state = UnicodeAttribute()
+    lease_until = UnicodeAttribute()
+
+
 class ConnectionModel(_Base):
     class Meta(_Base.Meta):
         env_key = "connections"
@@ -111,6 +121,7 @@ class ConnectionModel(_Base):
     dependents_count = NumberAttribute(default=0)
     alert = JSONAttribute(null=True)
     activity = JSONAttribute(null=True)
+    daily = DailyClaimAttribute(null=True)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     credentials_updated_at = UnicodeAttribute(null=True)
@@ -217,20 +228,6 @@ class UsageModel(_Base):
     expires_at = TTLAttribute(null=True)
 
 
-class DailyClaimModel(_Base):
-    """The daily run's idempotency key (connection, date), kept in the usage table:
-    ``sk = daily#YYYY-MM-DD``. A lease lets a crashed worker's claim be taken over."""
-
-    class Meta(_Base.Meta):
-        env_key = "usage"
-
-    connection_id = UnicodeAttribute(hash_key=True)
-    sk = UnicodeAttribute(range_key=True)
-    state = UnicodeAttribute()
-    lease_until = UnicodeAttribute()
-    expires_at = TTLAttribute(null=True)
-
-
 class SubscriptionModel(_Base):
     class Meta(_Base.Meta):
         env_key = "subscriptions"
@@ -267,7 +264,7 @@ ALL_MODELS: tuple[type[_Base], ...] = (
 )
 
 # Models that share a table with one of ALL_MODELS (bound, never created on their own).
-SHARED_MODELS: tuple[type[_Base], ...] = (DailyClaimModel,)
+SHARED_MODELS: tuple[type[_Base], ...] = ()
 
 _bound: tuple[str, ...] | None = None
 

@@ -135,14 +135,15 @@ class DailyRun:
         """Claim, test, record, complete. Raises only on processing failures (not on a
         failing connection), so the message is redelivered and the claim is retried."""
         lease = timedelta(seconds=self._settings.daily_lease_seconds)
-        if not await asyncio.to_thread(self._claims.claim, cid, run_date, utcnow(), lease):
+        # Claiming returns the connection: no separate read.
+        item = await asyncio.to_thread(self._claims.claim, cid, run_date, utcnow(), lease)
+        if item is None:
             stats.skipped += 1
             return
         try:
-            item = await asyncio.to_thread(self._repo.get, cid)
-            if item is None or item.sealed is None or item.needs_credentials:
+            if item.sealed is None or item.needs_credentials:
                 stats.skipped += 1
-                await asyncio.to_thread(self._claims.complete, cid, run_date)
+                await asyncio.to_thread(self._claims.complete, item)
                 return
             try:
                 prepared = await asyncio.to_thread(self._testing.prepare, item, providers)
@@ -164,9 +165,9 @@ class DailyRun:
                                                 client=None if prepared.target.adapter ==
                                                 "bedrock" else client)
                 result = outcome.to_dict()
+            # Recording the result also completes the claim: one write.
             await asyncio.to_thread(self._testing.record, item, result, trigger="daily",
-                                    caller=SYSTEM)
-            await asyncio.to_thread(self._claims.complete, cid, run_date)
+                                    caller=SYSTEM, also=[self._claims.completed()])
         except BaseException:
             stats.errors += 1
             await asyncio.to_thread(self._claims.release, cid, run_date)

@@ -4,7 +4,7 @@ result (status, history, audit) and hand transitions to the alerting service."""
 from __future__ import annotations
 
 import secrets as pysecrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -163,8 +163,9 @@ class TestingService:
     # recording -----------------------------------------------------------------------
 
     def record(self, item: ConnectionModel, result: dict[str, Any], *, trigger: str,
-               caller: Caller) -> None:
-        """Save a result: connection status, history entry, audit event, alert hook."""
+               caller: Caller, also: Sequence[Any] = ()) -> None:
+        """Save a result: connection status, history entry, audit event, alert hook.
+        ``also``: more update actions for the same write (the daily run completes its claim)."""
         error = result.get("error") or {}
         tested_at = result.get("tested_at") or iso(utcnow())
         summary = {
@@ -186,6 +187,7 @@ class TestingService:
         ]
         if result.get("available_models"):
             actions.append(M.available_models.set(result["available_models"]))
+        actions.extend(also)
         try:
             self._repo.update_unversioned(item, actions)
         except Exception as exc:

@@ -82,12 +82,10 @@ def history(cid: str) -> list[Any]:
 
 
 def claim_state(cid: str, run_date: str) -> str | None:
-    from chalicelib.data.models import DailyClaimModel
+    from chalicelib.data.models import ConnectionModel
 
-    try:
-        return DailyClaimModel.get(cid, f"daily#{run_date}", consistent_read=True).state
-    except DailyClaimModel.DoesNotExist:
-        return None
+    claim = ConnectionModel.get(cid, consistent_read=True).daily
+    return claim.state if claim is not None and claim.run_date == run_date else None
 
 
 def conn(cid: str) -> Any:
@@ -282,13 +280,12 @@ THROTTLED = json.dumps({
 
 
 def test_dynamodb_throttling_is_retried_by_the_sdk(svc, fake_provider):
-    from chalicelib.data.models import ConnectionModel, DailyClaimModel
+    from chalicelib.data.models import ConnectionModel
 
-    # Given DynamoDB throttles the claim's write and the connection's update, once each
+    # Given DynamoDB throttles the first update of the connection (the claim) once
     user = unique("ddb-")
     cid, _ = make_conn(svc, fake_provider, user)
-    targets = {f"{DailyClaimModel.Meta.table_name}:PutItem",
-               f"{ConnectionModel.Meta.table_name}:UpdateItem"}
+    targets = {f"{ConnectionModel.Meta.table_name}:UpdateItem"}
     sends: Counter[str] = Counter()
     throttled: Counter[str] = Counter()
 
@@ -304,7 +301,7 @@ def test_dynamodb_throttling_is_retried_by_the_sdk(svc, fake_provider):
         return None
 
     hooked = []
-    for model in (DailyClaimModel, ConnectionModel):
+    for model in (ConnectionModel,):
         client = model._get_connection().connection.client
         client.meta.events.register("before-send.dynamodb.*", throttle_once)
         hooked.append(client)
@@ -323,7 +320,8 @@ def test_dynamodb_throttling_is_retried_by_the_sdk(svc, fake_provider):
     api_calls = Counter(f"{params.get('TableName')}:{op}"
                         for service, op, params in calls.params if service == "dynamodb")
     for key in throttled:
-        assert (api_calls[key], sends[key]) == (1, 2), key
+        # two updates (the claim, then result + completion), one of them sent twice
+        assert (api_calls[key], sends[key]) == (2, 3), key
     # ...and the run completed as if nothing happened
     assert result == {"batchItemFailures": []}
     assert len(history(cid)) == 1
@@ -372,7 +370,7 @@ def test_a_poison_message_ends_in_the_dead_letter_queue(svc, sqs):
 
 def test_a_killed_worker_leaves_only_its_unfinished_connections_to_the_redelivery(
         svc, fake_provider, monkeypatch):
-    from chalicelib.data.models import DailyClaimModel
+    from chalicelib.data.models import ConnectionModel
     from chalicelib.services.common import iso, utcnow
 
     # Given a batch of three healthy connections
@@ -407,8 +405,8 @@ def test_a_killed_worker_leaves_only_its_unfinished_connections_to_the_redeliver
     assert [len(history(x)) for x in (a, b, c)] == [0, 1, 1]
 
     # When it is redelivered after the lease ran out
-    DailyClaimModel(connection_id=a, sk=f"daily#{run_date}").update(
-        actions=[DailyClaimModel.lease_until.set(iso(utcnow() - timedelta(seconds=1)))])
+    ConnectionModel(id=a).update(actions=[
+        ConnectionModel.daily.lease_until.set(iso(utcnow() - timedelta(seconds=1)))])
     seq = _last_seq(fake_provider)
     assert test_batch([record]) == {"batchItemFailures": []}
 
