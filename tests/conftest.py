@@ -111,6 +111,16 @@ def api(env: dict[str, str], jwt_dir: Path) -> Iterator[Api]:
         yield Api(client, jwt_dir, f"user-{uuid.uuid4().hex[:10]}")
 
 
+@pytest.fixture()
+def app_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+    """What the Powertools logger writes (through its redacting formatter), at INFO: call the
+    yielded function to read it."""
+    from tests.support.capture import app_logs_to_stdout
+
+    with app_logs_to_stdout():
+        yield lambda: capsys.readouterr().out
+
+
 def openai_body(name: str = "My OpenAI", key: str = CANARY, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, "provider": "openai",
                             "credentials": {"api_key": key}, "default_model": "gpt-4o"}

@@ -510,34 +510,6 @@ def test_stats_percentiles_come_from_the_histogram_without_one_sample_per_reques
 # --------------------------------------------------------------------------- secrets
 
 
-class _CurrentStdout:
-    """Writes to whatever ``sys.stdout`` is at the time (pytest swaps it per test)."""
-
-    def write(self, text: str) -> int:
-        import sys
-
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        import sys
-
-        sys.stdout.flush()
-
-
-@pytest.fixture()
-def app_logs(capsys: pytest.CaptureFixture[str]) -> Any:
-    """The Powertools logger's output (through its redacting formatter), at INFO."""
-    from chalicelib.observability import logger
-
-    handler: Any = logger.registered_handler
-    previous_stream, previous_level = handler.stream, logger._logger.level
-    handler.stream = _CurrentStdout()
-    logger._logger.setLevel(logging.INFO)
-    yield lambda: capsys.readouterr().out
-    handler.stream = previous_stream
-    logger._logger.setLevel(previous_level)
-
-
 def test_no_secret_in_answers_errors_or_logs(api, fake_provider, app_logs, caplog):
     caplog.set_level(logging.DEBUG)
     # A canary no credential-shape regex knows: only the app's own bookkeeping can hide it.

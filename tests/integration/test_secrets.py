@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.support.builders import (
     set_raw,
     unique,
 )
+from tests.support.capture import CurrentStdout
 
 pytestmark = pytest.mark.integration
 
@@ -95,32 +95,6 @@ def _scan_all_tables() -> tuple[dict[str, int], int, list[str]]:
                         if _leaks(leaf):
                             leaks.append(f"{name}.{attr}")
     return counts, binaries, leaks
-
-
-class _CurrentStdout:
-    """Writes to whatever ``sys.stdout`` is at the time (pytest swaps it per phase)."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
-@pytest.fixture()
-def app_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    """What the Powertools logger writes, at INFO. Its handler kept the stdout of import time,
-    so point it at the captured stdout for this test (the redacting formatter is untouched).
-    The level is forced because importing ``app`` lowers it (see the xfail test below)."""
-    from chalicelib.observability import logger
-
-    handler: Any = logger.registered_handler
-    previous_stream, previous_level = handler.stream, logger._logger.level
-    handler.stream = _CurrentStdout()
-    logger._logger.setLevel(logging.INFO)
-    yield lambda: capsys.readouterr().out
-    handler.stream = previous_stream
-    logger._logger.setLevel(previous_level)
 
 
 def test_canary_appears_nowhere_in_clear(api, app_logs, caplog, monkeypatch):
@@ -229,7 +203,7 @@ def test_access_log_lines_are_written_at_info(api, capsys):
 
     handler: Any = logger.registered_handler
     previous = handler.stream
-    handler.stream = _CurrentStdout()
+    handler.stream = CurrentStdout()
     try:
         api.get("/connections")
     finally:
