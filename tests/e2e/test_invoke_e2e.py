@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from fakeprovider.catalog import FAKE_BEDROCK_ACCESS_KEY_PREFIX, FAKE_BEDROCK_SECRET, REPLY_TEXT
+from fakeprovider.catalog import REPLY_TEXT
 from tests.e2e.conftest import dump, fake_control
+from tests.support.fakes import fake_credentials, fake_key, tag
 
 pytestmark = pytest.mark.e2e
 
@@ -37,30 +38,14 @@ MODELS = {
 }
 TEMP_MAX = {"openai": 2.0, "anthropic": 1.0, "azure_openai": 2.0, "bedrock": 1.0,
             "google": 2.0, "cohere": 1.0}
-KEY_PREFIX = {"openai": "sk-fake-", "anthropic": "sk-ant-fake-", "azure_openai": "azfake",
-              "bedrock": FAKE_BEDROCK_ACCESS_KEY_PREFIX, "google": "AIzaFake",
-              "cohere": "co-fake-"}
 HELLO = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hi"}]
 REPLY_WORDS = len(REPLY_TEXT.split())
 
 
-def tag() -> str:
-    return uuid.uuid4().hex[:12].upper()  # upper case never extends an ``fk_`` directive
-
-
-def make_key(adapter: str, directive: str | None = None) -> str:
-    body = f"fk_{directive}_" if directive else ""
-    return f"{KEY_PREFIX[adapter]}{body}{tag()}"  # the fake's fingerprint: last 4, random
-
-
 def new_connection(api: httpx.Client, stack: Any, adapter: str, key: str,
                    **extra: Any) -> str:
-    if adapter == "bedrock":
-        creds: dict[str, Any] = {"access_key_id": key, "secret_access_key": FAKE_BEDROCK_SECRET,
-                                 "region": "us-east-1"}
-    else:
-        creds = {"api_key": key}
-    body = {"name": f"{adapter} {tag()}", "provider": adapter, "credentials": creds,
+    body = {"name": f"{adapter} {tag()}", "provider": adapter,
+            "credentials": fake_credentials(adapter, key),
             "base_url": stack.fake + PREFIX[adapter], "default_model": MODELS[adapter][0]}
     body.update(extra)
     resp = api.post("/connections", json=body)
@@ -100,7 +85,7 @@ def generation_params(adapter: str, call: dict[str, Any]) -> tuple[str, Any, Any
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_invoke_each_adapter_over_http(stack, adapter):
     user = f"e2e-inv-{uuid.uuid4().hex[:8]}"
-    key = make_key(adapter)
+    key = fake_key(adapter)
     with stack.client(user) as api:
         # Given a connection with a default model, max_tokens and temperature
         cid = new_connection(api, stack, adapter, key,
@@ -159,7 +144,7 @@ def test_invoke_each_adapter_over_http(stack, adapter):
 
 def test_rate_limit_over_http_under_20_concurrent_calls(stack):
     user = f"e2e-rl-{uuid.uuid4().hex[:8]}"
-    key = make_key("openai", "slow1000")  # each provider call takes a second
+    key = fake_key("openai", "slow1000")  # each provider call takes a second
     clients = [stack.client(user) for _ in range(20)]
     try:
         # Given a connection limited to 5 requests a minute, and 20 open connections
@@ -205,7 +190,7 @@ def test_provider_failures_over_http(stack):
     user = f"e2e-err-{uuid.uuid4().hex[:8]}"
     with stack.client(user) as api:
         # A lasting provider 429 is our 429 with Retry-After and remediation
-        cid = new_connection(api, stack, "openai", make_key("openai", "429"),
+        cid = new_connection(api, stack, "openai", fake_key("openai", "429"),
                              settings={"max_retries": 0})
         resp = api.post(f"/connections/{cid}/invoke", json={"messages": HELLO})
         assert resp.status_code == 429, dump(resp)
@@ -214,7 +199,7 @@ def test_provider_failures_over_http(stack):
         assert resp.json()["error"]["remediation"]
 
         # A bad key is not retried and comes back as invalid_api_key, without the key
-        key = make_key("bedrock", "401")
+        key = fake_key("bedrock", "401")
         cid = new_connection(api, stack, "bedrock", key)
         since = last_seq(stack)
         resp = api.post(f"/connections/{cid}/invoke", json={"messages": HELLO})

@@ -12,10 +12,10 @@ import pytest
 from devtools import localenv
 from devtools.token import make_token
 from tests.e2e.conftest import dump
+from tests.support.fakes import fake_credentials
 
 pytestmark = pytest.mark.e2e
 
-BEDROCK_SECRET = "fake/bedrock/secret/key/EXAMPLE0000000000000000"
 
 
 def test_make_smoke_passes_against_the_local_stack(stack):
@@ -30,12 +30,12 @@ def test_make_smoke_passes_against_the_local_stack(stack):
 
 def _body(adapter: str, fake: str, directive: str) -> dict:
     tag = uuid.uuid4().hex[:8]
+    key = f"AKIAFAKEfk_{directive}_{tag}" if adapter == "bedrock" else \
+        f"fk_{directive}_{tag}_e2e_key"
     if adapter == "bedrock":
         return {"provider": "bedrock", "base_url": f"{fake}/bedrock",
-                "credentials": {"access_key_id": f"AKIAFAKEfk_{directive}_{tag}",
-                                "secret_access_key": BEDROCK_SECRET, "region": "us-east-1"},
+                "credentials": fake_credentials("bedrock", key),
                 "default_model": "anthropic.claude-3-5-sonnet-20240620-v1:0"}
-    key = f"fk_{directive}_{tag}_e2e_key"
     return {
         "openai": {"provider": "custom", "base_url": f"{fake}/openai/v1",
                    "default_model": "gpt-4o"},
@@ -47,7 +47,7 @@ def _body(adapter: str, fake: str, directive: str) -> dict:
                    "default_model": "gemini-2.5-flash"},
         "cohere": {"provider": "cohere", "base_url": f"{fake}/cohere",
                    "default_model": "command-a-03-2025"},
-    }[adapter] | {"credentials": {"api_key": key}}
+    }[adapter] | {"credentials": fake_credentials(adapter, key)}
 
 
 ADAPTERS = ["openai", "anthropic", "azure_openai", "bedrock", "google", "cohere"]

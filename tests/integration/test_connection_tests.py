@@ -23,6 +23,7 @@ import pytest
 from fakeprovider import control
 from tests.support.builders import caller, ddb, table
 from tests.support.capture import app_logs_to_stdout
+from tests.support.fakes import fake_credentials, fake_key, tag
 
 pytestmark = pytest.mark.integration
 
@@ -37,36 +38,21 @@ MODELS = {
     "azure_openai": "gpt-4o-prod",  # a deployment name
     "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
 }
-KEY_PREFIX = {"custom": "sk-fake-", "anthropic": "sk-ant-fake-", "google": "AIzaFake",
-              "cohere": "co-fake-", "azure_openai": "azfake",
-              "bedrock": control.FAKE_BEDROCK_ACCESS_KEY_PREFIX}
 RESULT_KEYS = {"status", "checks", "latency_ms", "available_models", "error", "warnings",
                "tested_at"}
 CHECKS = {"connectivity", "authentication", "model_access", "performance"}
 
 
-def tag() -> str:
-    # Upper case: the fake reads ``fk_([a-z0-9.]+)``, so the tag never extends a directive,
-    # and the key's last four characters (the fake's fingerprint) are unique to the test.
-    return uuid.uuid4().hex[:12].upper()
-
-
 def make_key(provider: str, directive: str | None = None) -> str:
-    body = f"fk_{directive}_" if directive else ""
-    return f"{KEY_PREFIX[provider]}{body}{tag()}"
+    return fake_key(ADAPTER[provider], directive)
 
 
 def conn_body(fake: Any, provider: str, key: str, **extra: Any) -> dict[str, Any]:
     """A create body for the seed provider ``provider``, pointed at the fake (or at
     ``base_url`` when given)."""
-    if provider == "bedrock":
-        creds: dict[str, Any] = {"access_key_id": key,
-                                 "secret_access_key": control.FAKE_BEDROCK_SECRET,
-                                 "region": "us-east-1"}
-    else:
-        creds = {"api_key": key}
     body: dict[str, Any] = {
-        "name": f"{provider} {tag()}", "provider": provider, "credentials": creds,
+        "name": f"{provider} {tag()}", "provider": provider,
+        "credentials": fake_credentials(ADAPTER[provider], key),
         "default_model": MODELS[provider],
     }
     if fake is not None:

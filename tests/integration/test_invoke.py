@@ -22,6 +22,7 @@ import pytest
 from fakeprovider import control
 from tests.support.aws_calls import count_aws_calls
 from tests.support.builders import caller, table
+from tests.support.fakes import fake_credentials, fake_key, tag
 
 pytestmark = pytest.mark.integration
 
@@ -34,34 +35,14 @@ MODELS = {
     "google": "gemini-2.5-flash",
     "cohere": "command-a-03-2025",
 }
-KEY_PREFIX = {"openai": "sk-fake-", "anthropic": "sk-ant-fake-", "azure_openai": "azfake",
-              "bedrock": control.FAKE_BEDROCK_ACCESS_KEY_PREFIX, "google": "AIzaFake",
-              "cohere": "co-fake-"}
 HELLO = [{"role": "user", "content": "say hi"}]
-
-
-def tag() -> str:
-    # Upper case: the fake reads ``fk_([a-z0-9.]+)``, so a tag never extends a directive.
-    return uuid.uuid4().hex[:12].upper()
-
-
-def make_key(adapter: str, directive: str | None = None) -> str:
-    """A key unique to the test whose last four characters (the fake's fingerprint) are
-    random; ``_`` is allowed by every credential pattern, Bedrock's included."""
-    body = f"fk_{directive}_" if directive else ""
-    return f"{KEY_PREFIX[adapter]}{body}{tag()}"
 
 
 def conn_body(fake_base: str, adapter: str, key: str, **extra: Any) -> dict[str, Any]:
     """A create body for the seed provider of ``adapter``, pointed at the fake."""
-    if adapter == "bedrock":
-        creds: dict[str, Any] = {"access_key_id": key,
-                                 "secret_access_key": control.FAKE_BEDROCK_SECRET,
-                                 "region": "us-east-1"}
-    else:
-        creds = {"api_key": key}
     body: dict[str, Any] = {
-        "name": f"{adapter} {tag()}", "provider": adapter, "credentials": creds,
+        "name": f"{adapter} {tag()}", "provider": adapter,
+        "credentials": fake_credentials(adapter, key),
         "base_url": control.base_url_for(adapter, fake_base),
         "default_model": MODELS[adapter],
     }
@@ -71,7 +52,7 @@ def conn_body(fake_base: str, adapter: str, key: str, **extra: Any) -> dict[str,
 
 def create(api: Any, fake: Any, adapter: str = "openai", directive: str | None = None, *,
            key: str | None = None, **extra: Any) -> tuple[str, str]:
-    key = key or make_key(adapter, directive)
+    key = key or fake_key(adapter, directive)
     resp = api.post("/connections", conn_body(fake.base_url, adapter, key, **extra))
     assert resp.status_code == 201, resp.data
     return resp.data["id"], key
@@ -124,7 +105,7 @@ def test_patching_credentials_makes_the_next_invoke_decrypt_again(api, fake_prov
     assert warm.of("kms") == Counter()
 
     # When its key is replaced
-    new_key = make_key("openai")
+    new_key = fake_key("openai")
     assert api.patch(f"/connections/{cid}", {"credentials": {"api_key": new_key}}
                      ).status_code == 200
     since = last_seq(fake_provider)
