@@ -307,20 +307,25 @@ def _secrets_key(stage: str, fns: list[LambdaInfo]) -> Json:
             "Type": "AWS::KMS::Key", "Condition": "CreateSecretsKey",
             # Retained in every stage: deleting it makes every stored secret unreadable.
             "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
-            "Properties": {
-                "Description": f"{names.APP_NAME} {stage}: envelope key of connection secrets",
-                "KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT",
-                "EnableKeyRotation": True, "RotationPeriodInDays": 365,
-                "PendingWindowInDays": 30,
-                "KeyPolicy": {"Version": "2012-10-17", "Statement": statements},
-                "Tags": [{"Key": "app", "Value": names.APP_NAME}, {"Key": "stage", "Value": stage}],
-            },
+            "Properties": _key_properties(stage, "envelope key of connection secrets", statements),
         },
         "SecretsKeyAlias": {
             "Type": "AWS::KMS::Alias", "Condition": "CreateSecretsKey",
             "Properties": {"AliasName": names.secrets_key_alias(stage),
                            "TargetKeyId": _ref(names.SECRETS_KEY)},
         },
+    }
+
+
+def _key_properties(stage: str, purpose: str, statements: list[Json]) -> Json:
+    """A symmetric key with yearly automatic rotation, a 30-day deletion window, and a tag."""
+    return {
+        "Description": f"{names.APP_NAME} {stage}: {purpose}",
+        "KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT",
+        "EnableKeyRotation": True, "RotationPeriodInDays": 365,
+        "PendingWindowInDays": 30,
+        "KeyPolicy": {"Version": "2012-10-17", "Statement": statements},
+        "Tags": [{"Key": "app", "Value": names.APP_NAME}, {"Key": "stage", "Value": stage}],
     }
 
 
@@ -352,14 +357,7 @@ def _storage_key(stage: str, fns: list[LambdaInfo]) -> Json:
     return {
         names.STORAGE_KEY: {
             "Type": "AWS::KMS::Key", "DeletionPolicy": keep, "UpdateReplacePolicy": keep,
-            "Properties": {
-                "Description": f"{names.APP_NAME} {stage}: tables and topics at rest",
-                "KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT",
-                "EnableKeyRotation": True, "RotationPeriodInDays": 365,
-                "PendingWindowInDays": 30,
-                "KeyPolicy": {"Version": "2012-10-17", "Statement": statements},
-                "Tags": [{"Key": "app", "Value": names.APP_NAME}, {"Key": "stage", "Value": stage}],
-            },
+            "Properties": _key_properties(stage, "tables and topics at rest", statements),
         },
         "StorageKeyAlias": {
             "Type": "AWS::KMS::Alias",
