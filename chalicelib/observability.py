@@ -16,8 +16,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-SERVICE = "llm-connections"
-NAMESPACE = "LLMConnections"
+from chalicelib.metrics_names import NAMESPACE, SERVICE
+
 REDACTED = "[REDACTED]"
 _MIN_SECRET_LEN = 6
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from chalicelib.data.models import ConnectionModel
+from chalicelib.metrics_names import ALERT_PUBLISH_FAILURES
 from chalicelib.observability import logger, metrics, redact
 from chalicelib.services.common import iso, parse_iso, utcnow
 from chalicelib.settings import Settings
@@ -165,7 +166,7 @@ class AlertService:
                 if attempt < self._attempts:
                     self._sleep(min(2.0, 0.2 * 2 ** attempt))
         self.failed += 1
-        metrics.add_metric(name="AlertPublishFailures", unit="Count", value=1)
+        metrics.add_metric(name=ALERT_PUBLISH_FAILURES, unit="Count", value=1)
         logger.error("alert not delivered after retries",
                      extra={"connection_id": message["attributes"]["connection_id"]})
         return False
