@@ -112,6 +112,9 @@ _INT = {"type": "integer"}
 def _static_schemas() -> dict[str, Any]:
     check = {"type": "object", "properties": {"ok": {"type": ["boolean", "null"]},
                                               "latency_ms": {"type": ["integer", "null"]}}}
+    problem = {"type": "object", "required": ["code", "message", "remediation"], "properties": {
+        "code": _STR, "message": _STR, "remediation": {"type": "array", "items": _STR}}}
+    problems = {"type": "array", "items": problem}
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"], "properties": {
@@ -133,6 +136,7 @@ def _static_schemas() -> dict[str, Any]:
             "needs_credentials": {"type": "boolean"},
             "status": {"enum": ["untested", "active", "warning", "error"]},
             "status_message": _NSTR, "available_models": {"type": "array", "items": _STR},
+            "warnings": problems, "error": {"oneOf": [problem, {"type": "null"}]},
             "last_tested_at": _NSTR, "last_test": {"type": ["object", "null"]},
             "latency_ms": {"type": ["integer", "null"]}, "dependents_count": _INT,
             "activity": {"type": ["object", "null"]},
@@ -154,7 +158,7 @@ def _static_schemas() -> dict[str, Any]:
             "error": {"type": ["object", "null"], "properties": {
                 "code": _STR, "message": _STR,
                 "remediation": {"type": "array", "items": _STR}}},
-            "warnings": {"type": "array", "items": _STR}, "tested_at": _STR}},
+            "warnings": problems, "tested_at": _STR}},
         "TestOptions": {"type": "object", "additionalProperties": False,
                         "properties": {"probe_model": {"type": "boolean"}}},
         "TestRecord": {"type": "object", "properties": {

@@ -114,6 +114,8 @@ class ConnectionModel(_Base):
     needs_credentials = BooleanAttribute(default=False)
     status = UnicodeAttribute(default="untested")
     status_message = UnicodeAttribute(null=True)
+    # A status set outside a test (the monthly quota): {code, message, remediation}.
+    status_hint = JSONAttribute(null=True)
     available_models = JSONAttribute(null=True)
     last_tested_at = UnicodeAttribute(null=True)
     last_test = JSONAttribute(null=True)

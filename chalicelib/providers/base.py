@@ -90,6 +90,72 @@ REMEDIATION: dict[str, list[str]] = {
     ],
 }
 
+# A warning means "it works, but": the status stays ``warning`` and each one carries a code, so
+# a client (the console's troubleshooting panel) can show its title and remediation.
+WARNING_REMEDIATION: dict[str, list[str]] = {
+    "slow_response": [
+        "Check the provider's status page for degraded performance.",
+        "Increase the connection's timeout if slow answers are expected for this model.",
+        "Try a smaller or faster model, or another region or endpoint.",
+    ],
+    "model_not_available": [
+        "Pick one of the models the test found as the default model.",
+        "Verify your account has access to the model (some models must be enabled first).",
+        "For Azure, use the deployment name, not the model name.",
+    ],
+    "rate_limit_headroom": [
+        "Reduce the request frequency or spread bursts over time.",
+        "Set a rate limit on the connection to stay under the provider's limit.",
+        "Distribute the load across multiple connections.",
+    ],
+    "rate_limited": [
+        "The credentials are valid; wait for the provider's limit to reset.",
+        "Reduce the request frequency and implement request queuing for bursts.",
+        "Upgrade the account's rate limits with the provider.",
+    ],
+    "quota_warning": [
+        "Raise the connection's monthly quota if the usage is expected.",
+        "Check which prompts use this connection (its dependents) for unexpected traffic.",
+        "Use another connection for the rest of the month.",
+    ],
+    "provider_incident": [
+        "The provider is failing for many connections at once: nothing is wrong with yours.",
+        "Check the provider's status page; the connection is retested automatically.",
+        "Switch dependents to a connection of another provider if the outage lasts.",
+    ],
+}
+WARNING_CODES: tuple[str, ...] = tuple(WARNING_REMEDIATION)
+
+
+@dataclass(frozen=True)
+class TestWarning:
+    """One reason a working connection is yellow; ``code`` is one of ``WARNING_CODES``."""
+
+    __test__ = False
+
+    code: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.code not in WARNING_REMEDIATION:
+            raise ValueError(f"unknown warning code {self.code!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message,
+                "remediation": list(WARNING_REMEDIATION[self.code])}
+
+
+def warning_dicts(values: Any) -> list[dict[str, Any]]:
+    """Stored warnings in today's shape; items written before warnings had codes were strings."""
+    out: list[dict[str, Any]] = []
+    for value in values or []:
+        if isinstance(value, dict):
+            out.append(value)
+        elif isinstance(value, str):
+            out.append({"code": "warning", "message": value, "remediation": []})
+    return out
+
+
 _RETRYABLE_BY_DEFAULT = frozenset(
     {"rate_limited", "timeout", "network_error", "provider_unavailable"}
 )
@@ -189,7 +255,7 @@ class TestOutcome:
     latency_ms: int | None
     available_models: list[str]
     error: dict[str, Any] | None
-    warnings: list[str]
+    warnings: list[TestWarning]
     tested_at: str = field(default_factory=utc_now_iso)
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,7 +265,7 @@ class TestOutcome:
             "latency_ms": self.latency_ms,
             "available_models": list(self.available_models),
             "error": dict(self.error) if self.error is not None else None,
-            "warnings": list(self.warnings),
+            "warnings": [w.to_dict() for w in self.warnings],
             "tested_at": self.tested_at,
         }
 

@@ -39,6 +39,7 @@ from chalicelib.providers.base import (
     ProviderError,
     Target,
     TestOutcome,
+    TestWarning,
 )
 from chalicelib.providers.netguard import guarded_client
 from chalicelib.providers.registry import get_adapter
@@ -155,13 +156,14 @@ def _outcome(
 ) -> TestOutcome:
     obs = s.obs
     latency_ms = max(0, round((s.budget.elapsed() - s.budget.slept) * 1000))
-    warnings: list[str] = []
+    warnings: list[TestWarning] = []
 
     if err is not None and err.code == "rate_limited" and obs.auth_proven:
-        warnings.append(
+        warnings.append(TestWarning(
+            "rate_limited",
             "The provider is rate limiting these credentials (HTTP 429); they are valid, "
             f"but requests may fail until the limit resets. {err.message}"
-        )
+        ))
         err = None
 
     connectivity = Check(obs.connected, obs.connectivity_ms if obs.connected else None)
@@ -183,22 +185,24 @@ def _outcome(
         model_access = Check(check.ok, progress.probe_ms, s.scrub.optional(check.detail))
         if check.ok is False and err is None:
             if models:
-                warnings.append(
+                warnings.append(TestWarning(
+                    "model_not_available",
                     f"The default model '{target.default_model}' is not available to these "
                     f"credentials; {len(models)} other models are."
-                )
+                ))
             else:
                 err = ProviderError("model_not_available", check.detail or "No model available.")
 
     if err is None:
         performance = Check(latency_ms <= target.slow_threshold_ms, latency_ms)
         if not performance.ok:
-            warnings.append(
+            warnings.append(TestWarning(
+                "slow_response",
                 f"Slow responses: the test took {latency_ms} ms "
                 f"(threshold {target.slow_threshold_ms} ms)."
-            )
+            ))
         if obs.headroom is not None and obs.headroom.ratio < HEADROOM_WARNING:
-            warnings.append(obs.headroom.describe())
+            warnings.append(TestWarning("rate_limit_headroom", obs.headroom.describe()))
     else:
         performance = Check(None, latency_ms)
 
@@ -213,7 +217,7 @@ def _outcome(
         latency_ms=latency_ms,
         available_models=models,
         error=s.scrub_error(err).to_dict() if err is not None else None,
-        warnings=[s.scrub(w) for w in warnings],
+        warnings=[TestWarning(w.code, s.scrub(w.message)) for w in warnings],
     )
 
 

@@ -35,6 +35,7 @@ from chalicelib.errors import (
     Unprocessable,
 )
 from chalicelib.observability import secrets as secret_registry
+from chalicelib.providers.base import REMEDIATION, warning_dicts
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, new_id, parse_iso, utcnow
 from chalicelib.services.providers import ProviderService
@@ -477,12 +478,14 @@ class ConnectionService:
                            field="connections", code="name_taken") from None
         return [self.view(i) for i in items]
 
-    def set_status(self, item: ConnectionModel, status: str, message: str | None) -> None:
-        """Set a system-owned status hint (quota warnings); user fields are untouched."""
+    def set_status(self, item: ConnectionModel, status: str, hint: dict[str, Any]) -> None:
+        """Set a system-owned status (the monthly quota) with its ``{code, message,
+        remediation}`` hint; user fields are untouched."""
         M = ConnectionModel
         self._repo.update_unversioned(item, [
             M.status.set(status),
-            M.status_message.set(message) if message else M.status_message.remove(),
+            M.status_message.set(hint["message"]),
+            M.status_hint.set(hint),
         ])
 
     def set_activity(self, item: ConnectionModel, activity: dict[str, Any]) -> None:
@@ -616,6 +619,9 @@ class ConnectionService:
             rotation_due = age > timedelta(days=self._settings.rotation_days)
         last_tested = item.last_tested_at if item.last_tested_at not in (None, "0") else None
         last_test = item.last_test or None
+        if last_test is not None:
+            last_test = {**last_test, "warnings": warning_dicts(last_test.get("warnings"))}
+        warnings, error = _problems(item.status, last_test, item.status_hint)
         return {
             "id": item.id,
             "owner": item.owner,
@@ -629,6 +635,8 @@ class ConnectionService:
             "needs_credentials": bool(item.needs_credentials),
             "status": item.status,
             "status_message": item.status_message,
+            "warnings": warnings,
+            "error": error,
             "available_models": item.available_models or [],
             "last_tested_at": last_tested,
             "last_test": last_test,
@@ -641,6 +649,25 @@ class ConnectionService:
             "rotation_due": rotation_due,
             "version": int(item.version),
         }
+
+
+def _problems(status: str, last_test: dict[str, Any] | None,
+              hint: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """What makes a connection yellow or red, each with its code and remediation: the
+    warnings of the last test (or the quota hint), and the error of a red one."""
+    if hint:
+        if status == "warning":
+            return [hint], None
+        if status == "error":
+            return [], hint
+    last = last_test or {}
+    if status == "warning":
+        return list(last.get("warnings") or []), None
+    code = last.get("error_code")
+    if status == "error" and code in REMEDIATION:
+        return [], {"code": code, "message": last.get("error_message") or "",
+                    "remediation": list(REMEDIATION[code])}
+    return [], None
 
 
 def _plausible_id(value: str) -> bool:

@@ -23,6 +23,7 @@ from chalicelib.data.models import ConnectionModel, ProviderModel
 from chalicelib.data.usage_repo import UsageRepository, bucket_upper_ms
 from chalicelib.errors import InvalidInput, RateLimited, Unprocessable, UpstreamFailure
 from chalicelib.observability import logger
+from chalicelib.providers.base import TestWarning
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, utcnow
 from chalicelib.services.connections import ConnectionService
@@ -247,22 +248,27 @@ class InvokeService:
         if totals is None:
             first = (now.replace(day=1) + timedelta(days=32)).replace(
                 day=1, hour=0, minute=0, second=0, microsecond=0)
-            self._set_quota_status(item, "error", "monthly quota used up until "
-                                   f"{first.strftime('%Y-%m-%d')}")
+            self._set_quota_status(item, "error", {
+                "code": "quota_exhausted",
+                "message": f"The connection's monthly quota is used up until "
+                           f"{first.strftime('%Y-%m-%d')}.",
+                "remediation": ["Raise the connection's monthly quota, or wait for the next "
+                                "month.", "Use another connection meanwhile."]})
             raise RateLimited("monthly quota of this connection is used up",
                               retry_after=int((first - now).total_seconds()),
                               code="quota_exceeded")
         used = max((totals.get("requests", 0) / rq) if rq else 0,
                    (totals.get("tokens", 0) / tq) if tq else 0)
         if used >= 0.8:
-            self._set_quota_status(item, "warning",
-                                   f"{int(used * 100)}% of the monthly quota is used")
+            self._set_quota_status(item, "warning", TestWarning(
+                "quota_warning", f"{int(used * 100)}% of the monthly quota is used.").to_dict())
 
-    def _set_quota_status(self, item: ConnectionModel, status: str, message: str) -> None:
-        if item.status == status and item.status_message == message:
+    def _set_quota_status(self, item: ConnectionModel, status: str,
+                          hint: dict[str, Any]) -> None:
+        if item.status == status and item.status_message == hint["message"]:
             return
         try:
-            self._connections.set_status(item, status, message)
+            self._connections.set_status(item, status, hint)
         except Exception:  # noqa: BLE001 - a status hint must never fail the call
             logger.exception("could not record the quota status")
 

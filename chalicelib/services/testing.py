@@ -15,6 +15,7 @@ from chalicelib.data.paging import BadCursor
 from chalicelib.data.tests_repo import TestHistoryRepository
 from chalicelib.errors import InvalidInput, Unprocessable
 from chalicelib.observability import logger, metrics
+from chalicelib.providers.base import warning_dicts
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, utcnow
 from chalicelib.services.connections import ConnectionCreate, ConnectionService
@@ -177,10 +178,12 @@ class TestingService:
             "warnings": result.get("warnings") or [],
             "trigger": trigger,
         }
-        message = error.get("message") or "; ".join(result.get("warnings") or []) or None
+        message = error.get("message") or "; ".join(
+            w["message"] for w in warning_dicts(result.get("warnings"))) or None
         M = ConnectionModel
         actions = [
             M.status.set(result["status"]),
+            M.status_hint.remove(),
             M.last_tested_at.set(tested_at),
             M.last_test.set(summary),
             M.status_message.set(message) if message else M.status_message.remove(),
@@ -249,5 +252,8 @@ class TestingService:
 
 
 def _record_view(r: TestRecordModel) -> dict[str, Any]:
+    result = r.result
+    if isinstance(result, dict):
+        result = {**result, "warnings": warning_dicts(result.get("warnings"))}
     return {"tested_at": r.tested_at, "trigger": r.trigger, "status": r.status,
-            "latency_ms": r.latency_ms, "error_code": r.error_code, "result": r.result}
+            "latency_ms": r.latency_ms, "error_code": r.error_code, "result": result}

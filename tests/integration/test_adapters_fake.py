@@ -139,7 +139,8 @@ def test_low_headroom(fake_provider: Any, adapter: str) -> None:
     out = one(fake_provider, adapter, "headroom")
     if adapter in HEADROOM_HEADERS:
         assert out.status == "warning", out.to_dict()
-        assert any("headroom" in w for w in out.warnings)
+        assert any(w.code == "rate_limit_headroom" and "headroom" in w.message
+                   for w in out.warnings)
     else:
         assert out.status == "active"
 

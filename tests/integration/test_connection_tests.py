@@ -149,14 +149,14 @@ def test_healthy_connections_of_every_provider_are_active_and_saved(api, fake_pr
 
 
 WARNINGS = [
-    # (provider, directive, extra connection fields, what the warning is about)
-    ("anthropic", "404", {}, "model"),        # listing works, the default model is missing
-    ("google", "404", {}, "model"),
-    ("bedrock", "ok", {"default_model": control.BEDROCK_NOT_AUTHORIZED[0]}, "model"),
-    ("cohere", "headroom", {}, "headroom"),   # under 10 % of the rate limit left
-    ("custom", "headroom", {}, "headroom"),
+    # (provider, directive, extra connection fields, the warning's code)
+    ("anthropic", "404", {}, "model_not_available"),  # listing works, the default model is missing
+    ("google", "404", {}, "model_not_available"),
+    ("bedrock", "ok", {"default_model": control.BEDROCK_NOT_AUTHORIZED[0]}, "model_not_available"),
+    ("cohere", "headroom", {}, "rate_limit_headroom"),   # under 10 % of the rate limit left
+    ("custom", "headroom", {}, "rate_limit_headroom"),
     # a lasting 429 with per-account rate-limit headers: the key is valid
-    ("anthropic", "429", {"settings": {"max_retries": 0}}, "rate limit"),
+    ("anthropic", "429", {"settings": {"max_retries": 0}}, "rate_limited"),
 ]
 
 
@@ -167,13 +167,19 @@ def test_degraded_connections_are_warnings(api, fake_provider):
         result = run_test(api, cid)
         assert result["status"] == "warning", (case, result)
         assert result["error"] is None
-        assert any(about in w.lower() for w in result["warnings"]), (case, result["warnings"])
-        if about == "model":
+        codes = [w["code"] for w in result["warnings"]]
+        assert about in codes, (case, result["warnings"])
+        assert all(w["message"] and w["remediation"] for w in result["warnings"]), case
+        if about == "model_not_available":
             assert result["checks"]["model_access"]["ok"] is False, case
             assert result["available_models"], case
         conn = api.get(f"/connections/{cid}").data
         assert conn["status"] == "warning", case
         assert conn["status_message"], case  # the warning text, for the list view
+        assert conn["warnings"] == result["warnings"], case  # structured, for troubleshooting
+        assert conn["error"] is None, case
+        history = api.get(f"/connections/{cid}/tests").data["items"]
+        assert history[0]["result"]["warnings"] == result["warnings"], case
 
 
 def test_slow_provider_is_a_warning(api, fake_provider):
@@ -190,7 +196,8 @@ def test_slow_provider_is_a_warning(api, fake_provider):
     assert result["status"] == "warning", result
     assert result["checks"]["performance"]["ok"] is False
     assert result["latency_ms"] >= 400
-    assert any("slow" in w.lower() for w in result["warnings"])
+    assert [w["code"] for w in result["warnings"]] == ["slow_response"]
+    assert "slow" in result["warnings"][0]["message"].lower()
 
 
 ERRORS = [

@@ -304,6 +304,8 @@ def test_monthly_request_quota_warns_at_80_percent_and_refuses_past_it(api, fake
     conn = api.get(f"/connections/{cid}").data
     assert conn["status"] == "warning", conn
     assert "quota" in conn["status_message"] and "80%" in conn["status_message"]
+    assert [w["code"] for w in conn["warnings"]] == ["quota_warning"]
+    assert conn["warnings"][0]["remediation"]
 
     # And the 5th call passes, the 6th is refused without reaching the provider
     assert invoke(api, cid).status_code == 200
@@ -314,6 +316,7 @@ def test_monthly_request_quota_warns_at_80_percent_and_refuses_past_it(api, fake
     assert len([r for r in sent(fake_provider, key, since) if r["method"] == "POST"]) == 5
     conn = api.get(f"/connections/{cid}").data
     assert conn["status"] == "error" and "quota" in conn["status_message"]
+    assert conn["error"]["code"] == "quota_exhausted" and conn["warnings"] == []
 
 
 def test_monthly_token_quota_counts_tokens_and_refuses_once_used_up(api, fake_provider):

@@ -87,7 +87,8 @@ def test_default_model_missing_is_a_warning_when_others_are_accessible() -> None
     assert out["error"] is None
     assert out["checks"]["model_access"]["ok"] is False
     assert "gpt-9" in out["checks"]["model_access"]["detail"]
-    assert any("gpt-9" in w for w in out["warnings"])
+    assert any(w["code"] == "model_not_available" and "gpt-9" in w["message"]
+               for w in out["warnings"])
 
 
 def test_default_model_found_by_lookup_when_not_listed() -> None:

@@ -60,7 +60,8 @@ def test_slow_test_is_a_warning() -> None:
     assert out.status == "warning"
     assert out.checks["performance"].ok is False
     assert out.checks["performance"].latency_ms == 6000
-    assert any("Slow" in w for w in out.warnings)
+    assert [w.code for w in out.warnings] == ["slow_response"]
+    assert "Slow" in out.warnings[0].message
 
 
 def test_backoff_time_does_not_count_as_provider_latency() -> None:
@@ -88,7 +89,8 @@ def test_low_rate_limit_headroom_is_a_warning() -> None:
     out = _outcome(routes)
     assert out.status == "warning"
     assert out.error is None
-    assert any("4 of 100" in w and "x-ratelimit-remaining-requests" in w for w in out.warnings)
+    assert any(w.code == "rate_limit_headroom" and "4 of 100" in w.message
+               and "x-ratelimit-remaining-requests" in w.message for w in out.warnings)
 
 
 def test_plenty_of_headroom_stays_active() -> None:
@@ -117,7 +119,7 @@ def test_429_after_accepted_call_is_a_warning() -> None:
     assert out.status == "warning"
     assert out.error is None
     assert out.checks["authentication"].ok is True
-    assert any("rate limiting" in w for w in out.warnings)
+    assert any(w.code == "rate_limited" and "rate limiting" in w.message for w in out.warnings)
     assert len(routes.requests) == 1 + 4  # listing + lookup with 3 retries
 
 
