@@ -7,6 +7,7 @@ from chalice import Chalice, Cron, Rate  # noqa: F401 - Rate is for stages that 
 from chalicelib.api import (
     audit,
     connections,
+    console,
     events,
     http,
     invoke,
@@ -32,6 +33,12 @@ app.register_blueprint(testing.bp)
 app.register_blueprint(invoke.bp)
 app.register_blueprint(notifications.bp)
 app.register_blueprint(audit.bp)
+app.register_blueprint(console.bp)
+if os.environ.get("STAGE") == "local":
+    # The local sign-in must not exist in any deployed stage: packaging never sets STAGE=local.
+    from chalicelib.api import console_local
+
+    app.register_blueprint(console_local.bp)
 openapi.bind(app)
 
 # The schedule is fixed at package time; each stage sets it in .chalice/config.json and the

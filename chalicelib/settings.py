@@ -101,6 +101,11 @@ class Settings:
     daily_concurrency: int = 50
     daily_provider_cap: int = 10
     invoke_cache_seconds: int = 300
+    # The console's sign-in: Cognito's hosted UI in cloud stages; a local token minter in the
+    # local stage only (``LOCAL_SIGNIN_KEY_FILE``, refused anywhere else).
+    cognito_domain_url: str = ""
+    cognito_client_id: str = ""
+    local_signin_key_file: str = ""
 
 
 @lru_cache(maxsize=1)
@@ -114,6 +119,9 @@ def get_settings() -> Settings:
     if stage != "local" and (allow_http or allow_hosts) and not _bool("OUTBOUND_ALLOW_UNSAFE"):
         # Loopback/http allowlists exist for the fake providers; a cloud stage must opt in loudly.
         raise SettingsError("OUTBOUND_ALLOW_* is only honoured in the local stage")
+    local_signin = os.environ.get("LOCAL_SIGNIN_KEY_FILE", "").strip()
+    if local_signin and stage != "local":
+        raise SettingsError("LOCAL_SIGNIN_KEY_FILE is only honoured in the local stage")
     return Settings(
         stage=stage,
         version=os.environ.get("APP_VERSION", "0.1.0"),
@@ -137,4 +145,7 @@ def get_settings() -> Settings:
         daily_concurrency=_int("DAILY_CONCURRENCY", 50, 1, 500),
         daily_provider_cap=_int("DAILY_PROVIDER_CAP", 10, 1, 500),
         invoke_cache_seconds=_int("INVOKE_CACHE_SECONDS", 300, 0, 300),
+        cognito_domain_url=os.environ.get("COGNITO_DOMAIN_URL", "").strip().rstrip("/"),
+        cognito_client_id=os.environ.get("COGNITO_CLIENT_ID", "").strip(),
+        local_signin_key_file=local_signin,
     )

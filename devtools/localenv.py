@@ -49,6 +49,8 @@ def environment(aws_port: int = 4566, jwt_dir: Path = JWT_DIR) -> dict[str, str]
         "JWT_ISSUER": ISSUER,
         "JWT_AUDIENCE": AUDIENCE,
         "JWKS_URL": (jwt_dir / "jwks.json").resolve().as_uri(),
+        # The console's local sign-in mints tokens with the same key as `make token`.
+        "LOCAL_SIGNIN_KEY_FILE": str((jwt_dir / "private.pem").resolve()),
         "OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
         "OUTBOUND_ALLOW_HTTP": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "LLMConnections",

@@ -160,7 +160,10 @@ def _static_schemas() -> dict[str, Any]:
                 "remediation": {"type": "array", "items": _STR}}},
             "warnings": problems, "tested_at": _STR}},
         "TestOptions": {"type": "object", "additionalProperties": False,
-                        "properties": {"probe_model": {"type": "boolean"}}},
+                        "properties": {"probe_model": {"type": "boolean"},
+                                       "changes": {"type": "object",
+                                                   "description": "a PATCH body to test "
+                                                   "before saving it (not recorded)"}}},
         "TestRecord": {"type": "object", "properties": {
             "tested_at": _STR, "trigger": _STR, "status": _STR,
             "latency_ms": {"type": ["integer", "null"]}, "error_code": _NSTR,
@@ -266,10 +269,16 @@ def _operation(method: str, path: str, doc: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
+def console_route(path: str) -> bool:
+    """The web console's own routes (its page, static files, config and the local sign-in)
+    are not part of the JSON API this document describes."""
+    return path == "/" or path == "/console" or path.startswith("/console/")
+
+
 def undocumented_routes() -> list[tuple[str, str]]:
     assert _app is not None, "openapi.bind(app) was not called"
     return [(m, p) for p, methods in _app.routes.items() for m in methods
-            if (m, p) not in ROUTE_DOCS]
+            if (m, p) not in ROUTE_DOCS and not console_route(p)]
 
 
 @lru_cache(maxsize=4)
@@ -277,6 +286,8 @@ def document(version: str) -> dict[str, Any]:
     assert _app is not None, "openapi.bind(app) was not called"
     paths: dict[str, Any] = {}
     for path, methods in sorted(_app.routes.items()):
+        if console_route(path):
+            continue
         for method in sorted(methods):
             doc = ROUTE_DOCS.get((method, path), {"summary": "(undocumented)",
                                                   "responses": {"200": None}})

@@ -512,6 +512,42 @@ class ConnectionService:
 
     # helpers ------------------------------------------------------------------------
 
+    def draft_config(self, item: ConnectionModel, body: Any) -> tuple[Any, dict[str, Any]]:
+        """A saved connection with proposed changes (a PATCH body) applied in memory, for a
+        test before saving an edit: ``(provider, target fields)``. The same rules as a PATCH:
+        secrets not named are the stored ones; a new provider or base URL needs them again."""
+        data = parse(ConnectionPatch, body, prefix="changes")
+        fields = set(body)
+        provider_id = data.provider if "provider" in fields and data.provider else item.provider
+        provider_changed = provider_id != item.provider
+        provider = (self._provider_for_new(provider_id) if provider_changed
+                    else self._provider_any(provider_id))
+        base_url = data.base_url if "base_url" in fields else item.base_url
+        if provider_changed or "base_url" in fields:
+            base_url = self._check_base_url(base_url, provider)
+        endpoint_changed = provider_changed or (base_url or None) != (item.base_url or None)
+        creds: dict[str, Any] = {k: v for k, v in (data.credentials or {}).items()
+                                 if v is not None}
+        public, secrets = self._check_credentials(
+            provider, creds, require_all=False,
+            existing_public={} if provider_changed else dict(item.credentials_public or {}))
+        required = [f["name"] for f in provider.credential_fields if f.get("required")]
+        if not endpoint_changed and item.sealed is not None:
+            secrets = {**self.open_secrets(item), **secrets}
+        missing = [n for n in required if n not in secrets and n not in public]
+        if missing:
+            why = ("changing provider or base_url requires the secret again"
+                   if endpoint_changed else "this connection has no stored credentials")
+            raise InvalidInput(f"{why} (credentials.{missing[0]})",
+                               field=f"changes.credentials.{missing[0]}")
+        settings = self._check_settings(provider, data.settings, item.settings)
+        return provider, {
+            "base_url": base_url, "credentials": {**public, **secrets},
+            "default_model": data.default_model if "default_model" in fields
+            else item.default_model,
+            "settings": settings,
+        }
+
     def _provider_any(self, provider_id: str) -> Any:
         provider = self._providers.get_model(provider_id)
         if provider is None:

@@ -27,6 +27,8 @@ from chalicelib.settings import Settings
 class TestOptions(Strict):
     __test__ = False
     probe_model: bool = False
+    # Proposed changes (a PATCH body) to test before saving them; the result is not recorded.
+    changes: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class TestingService:
 
         options = parse(TestOptions, body)
         item = self._connections.get(caller, connection_id)
+        if options.changes is not None:
+            return self._test_draft(caller, item, options)
         if item.needs_credentials or item.sealed is None:
             raise Unprocessable("this connection has no credentials yet; supply them first",
                                 field="credentials", code="needs_credentials")
@@ -140,6 +144,26 @@ class TestingService:
             result = run_sync(test_target(prepared.target,
                                           probe_model=options.probe_model)).to_dict()
         self.record(item, result, trigger="manual", caller=caller)
+        return result
+
+    def _test_draft(self, caller: Caller, item: ConnectionModel,
+                    options: TestOptions) -> dict[str, Any]:
+        from chalicelib.providers.runner import run_sync, test_target
+
+        if not options.changes:
+            raise InvalidInput("changes must name at least one field", field="changes")
+        provider, draft = self._connections.draft_config(item, options.changes)
+        if not provider.enabled:
+            return self.disabled_outcome(provider.id)
+        target = self.target(provider, base_url=draft["base_url"],
+                             credentials=draft["credentials"],
+                             default_model=draft["default_model"], settings=draft["settings"])
+        result = run_sync(test_target(target, probe_model=options.probe_model)).to_dict()
+        self._audit.record(caller, "connection.test_draft", f"connection:{item.id}",
+                           target_owner=item.owner,
+                           detail={"status": result["status"], "changed_fields":
+                                   sorted(options.changes),
+                                   "error_code": (result.get("error") or {}).get("code")})
         return result
 
     def test_unsaved(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
