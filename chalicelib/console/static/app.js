@@ -718,7 +718,7 @@ async function viewForm({ mount, alive }, id) {
     const modelSet = h('fieldset', {}, h('legend', {}, 'Model'),
       h('p', { class: 'small muted' }, detected.length ? 'Models found by the last test (choose one):' : 'Available models are detected when you test the connection.'), modelChips,
       field('c-model', 'Default model', model, { help: p.adapter === 'azure_openai' ? 'For Azure, the deployment name.' : 'e.g. one of the detected models.' }), datalist);
-    if (p.adapter !== 'bedrock') {
+    {
       const base = h('input', { 'data-field': 'base_url', type: 'url', autocomplete: 'off', placeholder: p.base_url || 'https://…', value: conn && sameProvider ? conn.base_url || '' : '' });
       c.base = base;
       const note = h('span', { class: 'help', id: 'base-note' });
@@ -727,7 +727,7 @@ async function viewForm({ mount, alive }, id) {
         note.textContent = changed ? 'Changing the base URL needs the secret again: enter it above.' : '';
         markSecretsRequired(c, changed || (editing && !sameProvider));
       });
-      modelSet.append(field('c-base', p.base_url_required ? 'Base URL' : 'Custom base URL (optional)', base, { required: p.base_url_required, help: p.base_url ? `Default: ${p.base_url}` : 'The API endpoint (https).' }), note);
+      modelSet.append(field('c-base', p.base_url_required ? 'Base URL' : (p.adapter === 'bedrock' ? 'Custom endpoint URL (optional)' : 'Custom base URL (optional)'), base, { required: p.base_url_required, help: p.base_url ? `Default: ${p.base_url}` : 'The API endpoint (https).' }), note);
     }
     const defaults = p.default_settings || {};
     const adv = h('fieldset', {}, h('legend', {}, 'Advanced'), h('p', { class: 'small muted' }, 'Empty fields use the provider’s defaults (shown as placeholders).'));
