@@ -526,7 +526,7 @@ async function viewList({ mount, alive }) {
       h('label', { for: 'f-name' }, 'Filter by name', q), h('label', { for: 'f-provider' }, 'Provider', fp),
       h('label', { for: 'f-status' }, 'Status', fs), h('label', { for: 'f-sort' }, 'Sort by', sortSel), dirBtn),
     count,
-    h('div', { class: 'table-wrap' }, h('table', { class: 'responsive', 'aria-label': 'Your connections' },
+    h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Your connections, scrollable' }, h('table', { class: 'responsive', 'aria-label': 'Your connections' },
       h('thead', {}, h('tr', {}, ['Status', 'Name', 'Provider', 'Default model', 'Last test', 'Latency', 'Activity', 'Usage (7 days)', 'Rotation', 'Dependents', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
       tbody)),
     h('p', {}, more));
@@ -997,7 +997,7 @@ function historySection(id, alive) {
   }
   more.addEventListener('click', () => load(false));
   const el = h('section', { class: 'card', 'aria-labelledby': 'hist-h' }, h('h2', { id: 'hist-h' }, 'Test history'), status,
-    h('div', { class: 'table-wrap' }, h('table', { class: 'responsive', 'aria-labelledby': 'hist-h' },
+    h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Test history, scrollable' }, h('table', { class: 'responsive', 'aria-label': 'Test history' },
       h('thead', {}, h('tr', {}, ['When', 'Trigger', 'Result', 'Latency', 'Details'].map((c) => h('th', { scope: 'col' }, c)))), tbody)),
     h('p', {}, more));
   return { el, reload: () => load(true) };
@@ -1128,7 +1128,7 @@ async function viewNotifications({ mount, alive }) {
   });
   mount(h('div', {}, h('h1', {}, 'Notifications'),
     h('p', { class: 'muted' }, 'Daily automatic tests run every 24 hours; failed tests trigger notifications.'),
-    h('div', { class: 'table-wrap' }, h('table', { class: 'responsive', 'aria-label': 'Alert subscriptions' },
+    h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Alert subscriptions, scrollable' }, h('table', { class: 'responsive', 'aria-label': 'Alert subscriptions' },
       h('thead', {}, h('tr', {}, ['E-mail', 'Scope', 'State', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))), tbody)),
     h('h2', {}, 'Add an alert e-mail'), h('div', { class: 'card' }, form)));
 }
@@ -1174,7 +1174,7 @@ async function viewAudit({ mount, alive }) {
   }
   await load(true);
   mount(h('div', {}, h('h1', {}, 'Audit trail'), h('p', { class: 'muted' }, session.admin ? 'Every user’s events; filter by user, action or target.' : 'Everything done with your connections, newest first.'),
-    filterForm, status, h('div', { class: 'table-wrap' }, h('table', { class: 'responsive', 'aria-label': 'Audit events' },
+    filterForm, status, h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Audit events, scrollable' }, h('table', { class: 'responsive', 'aria-label': 'Audit events' },
       h('thead', {}, h('tr', {}, ['When', 'Actor', 'Action', 'Target', 'Outcome', 'Detail'].map((c) => h('th', { scope: 'col' }, c)))), tbody)), h('p', {}, more)));
 }
 
@@ -1195,7 +1195,7 @@ async function viewProviders({ mount, alive }) {
       } }, p.enabled ? 'Disable' : 'Enable')))));
   mount(h('div', {}, h('div', { class: 'page-head' }, h('h1', {}, 'Providers'), h('a', { class: 'button primary', href: '#/admin/providers/new' }, '+ Add provider')),
     h('p', { class: 'muted' }, 'The catalogue users choose from. A disabled provider keeps its connections and refuses new ones.'),
-    h('div', { class: 'table-wrap' }, h('table', { class: 'responsive', 'aria-label': 'Providers' },
+    h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Providers, scrollable' }, h('table', { class: 'responsive', 'aria-label': 'Providers' },
       h('thead', {}, h('tr', {}, ['Name', 'Protocol', 'Base URL', 'Credential fields', 'State', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))), h('tbody', {}, rows)))));
 }
 
@@ -1283,7 +1283,7 @@ async function viewUsage({ mount, alive }) {
     try {
       const u = await api('GET', `/usage?owner=${encodeURIComponent(owner.value.trim())}`);
       if (!alive()) return;
-      out.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'responsive', 'aria-label': `Usage of ${u.owner}` },
+      out.replaceChildren(h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': `Usage of ${u.owner}, scrollable` }, h('table', { class: 'responsive', 'aria-label': `Usage of ${u.owner}` },
         h('thead', {}, h('tr', {}, ['Connection', 'Provider', 'Requests 7 d', 'Errors 7 d', 'Requests 30 d', 'Tokens 30 d', 'p50 / p95 30 d'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, u.items.length ? u.items.map((i) => h('tr', {}, h('td', { 'data-label': 'Connection' }, i.name), h('td', { 'data-label': 'Provider' }, i.provider),
           h('td', { class: 'num', 'data-label': 'Requests 7 d' }, i['7d'].requests), h('td', { class: 'num', 'data-label': 'Errors 7 d' }, i['7d'].errors),
