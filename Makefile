@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Debian's Chromium for the browser tier (Playwright drives it; its own browser download cannot
+# work here). Installed once with apt-get; root in CI, sudo on a developer's machine.
+BROWSER_STAMP := $(VENV)/.chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 8000
 AWS_PORT ?= 4566
 FAKE_PORT ?= 8900
@@ -11,7 +15,8 @@ USER ?= alice
 ADMIN ?=
 STAGE ?= dev
 
-.PHONY: help install run test test-unit test-integration test-e2e lint typecheck token bench \
+.PHONY: help install run test test-unit test-integration test-e2e test-browser browser-deps \
+        screenshots lint typecheck token bench \
         package lint-infra smoke deploy daily alerts rewrap clean
 
 help:
@@ -27,6 +32,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+$(BROWSER_STAMP): $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (once)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+	@touch $(BROWSER_STAMP)
+
+browser-deps: $(BROWSER_STAMP)
+
 run: $(STAMP)
 	$(PY) -m devtools.localstack run --port $(PORT) --aws-port $(AWS_PORT) --fake-port $(FAKE_PORT)
 
@@ -39,7 +52,7 @@ lint: $(STAMP)
 
 typecheck: lint
 
-test: $(STAMP) lint package lint-infra
+test: $(STAMP) $(BROWSER_STAMP) lint package lint-infra
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: $(STAMP)
@@ -50,6 +63,14 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(PY) -m pytest -q -m e2e
+
+# The console in Chromium against the make-run stack (part of `make test`).
+test-browser: $(BROWSER_STAMP)
+	$(PY) -m pytest -q -m browser
+
+# Screenshots of the console's main views into docs/screenshots (README shows them).
+screenshots: $(BROWSER_STAMP)
+	$(PY) -m devtools.screenshots
 
 bench: $(STAMP)
 	$(PY) -m bench.run

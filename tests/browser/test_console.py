@@ -244,7 +244,7 @@ def test_test_a_saved_connection_from_the_list(console: Console, api_as):
     page.locator(f"tr[data-id='{conn['id']}'] [data-status='active']").wait_for()
     row = page.locator(f"tr[data-id='{conn['id']}']")
     assert "Active" in row.inner_text()  # the word, not only the colour
-    assert re.search(r"\d+ ms", row.locator("td[data-label=Latency]").inner_text())
+    assert re.search(r"Active · \d+ ms", row.locator("td[data-label='Last test']").inner_text())
 
 
 # (directive, settings, expected status, troubleshooting title)
@@ -634,6 +634,10 @@ def test_works_at_360_px_wide(console: Console, api_as):
     page.get_by_role("link", name=conn["name"], exact=True).wait_for()
 
     def fits() -> bool:
+        wide = page.evaluate("""() => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+            .slice(0, 5).map(e => `${e.tagName}.${e.className}#${e.id}`)""")
+        assert not wide, wide
         return bool(page.evaluate(
             "() => document.documentElement.scrollWidth <= window.innerWidth"))
 

@@ -390,7 +390,12 @@ async function render() {
   // Clear at once: nothing of the previous view (or the previous user) stays on screen.
   clear(main).append(spinner('Loading…'));
   const alive = () => gen === renderGen;
-  const mount = (node) => { if (alive()) { clear(main).append(node); } return alive(); };
+  const mount = (node) => {
+    if (!alive()) return false;
+    clear(main).append(node);
+    window.scrollTo(0, 0);
+    return true;
+  };
   if (!fn || (adminOnly && !session.admin)) {
     mount(h('div', {}, h('h1', {}, 'Not found'), h('p', {}, 'There is no such page. '), h('a', { href: '#/connections' }, 'Back to connections')));
     return;
@@ -470,25 +475,24 @@ async function viewList({ mount, alive }) {
     const rows = visible();
     tbody.replaceChildren(...rows.map(rowFor));
     count.textContent = `${rows.length} shown of ${state.rows.length} loaded${state.done ? '' : ' (more available)'}`;
-    if (!state.rows.length) tbody.replaceChildren(h('tr', {}, h('td', { colspan: 11, class: 'empty' }, 'No connections yet. Add one to get started.')));
+    if (!state.rows.length) tbody.replaceChildren(h('tr', {}, h('td', { colspan: 7, class: 'empty' }, 'No connections yet. Add one to get started.')));
   }
 
   function rowFor(r) {
-    const usage = h('td', { 'data-label': 'Usage (7 days)', class: 'small' }, r._usage ? usageText(r._usage) : '…');
+    const usage = h('span', {}, r._usage ? usageText(r._usage) : '…');
     usageCells.set(r.id, usage);
     const last = r.last_test;
     const problem = r.error || (r.warnings || [])[0];
     return h('tr', { 'data-id': r.id },
       h('td', { 'data-label': 'Status' }, statusBadge(r.status), problem ? h('div', { class: 'small muted' }, title(problem.code)) : null),
       h('td', { 'data-label': 'Name' }, h('a', { href: `#/connections/${r.id}` }, r.name), r.description ? h('div', { class: 'small muted' }, r.description) : null,
+        r.rotation_due ? h('div', {}, h('span', { class: 'badge warn', title: 'The credentials are older than 90 days: rotate the key' }, 'Rotate key (90 days)')) : null,
         r.needs_credentials ? h('div', {}, h('span', { class: 'badge err' }, 'Needs credentials')) : null),
-      h('td', { 'data-label': 'Provider' }, providerName(provs, r.provider)),
-      h('td', { 'data-label': 'Default model' }, r.default_model || '—'),
-      h('td', { 'data-label': 'Last test' }, last ? [time(r.last_tested_at), h('div', { class: 'small muted' }, STATUS_WORD[last.status] || last.status, last.trigger ? ` · ${last.trigger}` : '')] : 'never'),
-      h('td', { 'data-label': 'Latency', class: 'num' }, ms(r.latency_ms)),
-      h('td', { 'data-label': 'Activity', class: 'small' }, r.activity ? [time(r.activity.last_invoked_at), r.activity.last_invoke_ok ? ' · ok' : ` · ${title(r.activity.last_error_code)}`] : 'none'),
-      usage,
-      h('td', { 'data-label': 'Rotation' }, r.rotation_due ? h('span', { class: 'badge warn', title: 'The credentials are older than 90 days' }, 'Rotate key') : h('span', { class: 'muted small' }, 'OK')),
+      h('td', { 'data-label': 'Provider' }, providerName(provs, r.provider), h('div', { class: 'small muted' }, r.default_model ? `model ${r.default_model}` : 'no default model')),
+      h('td', { 'data-label': 'Last test' }, last ? [time(r.last_tested_at), h('div', { class: 'small muted' }, `${STATUS_WORD[last.status] || last.status} · ${ms(r.latency_ms)}${last.trigger ? ` · ${last.trigger}` : ''}`)] : 'never'),
+      h('td', { 'data-label': 'Activity (7 days)', class: 'small' },
+        h('div', {}, r.activity ? ['Last call ', time(r.activity.last_invoked_at), r.activity.last_invoke_ok ? ' · ok' : ` · ${title(r.activity.last_error_code)}`] : 'No calls yet'),
+        h('div', { class: 'muted' }, usage)),
       h('td', { 'data-label': 'Dependents', class: 'num' }, String(r.dependents_count || 0)),
       h('td', { 'data-label': 'Actions' }, h('div', { class: 'actions' },
         h('button', { type: 'button', 'aria-label': `Test ${r.name}`, onclick: (ev) => quickTest(r, ev.currentTarget) }, 'Test'),
@@ -527,7 +531,7 @@ async function viewList({ mount, alive }) {
       h('label', { for: 'f-status' }, 'Status', fs), h('label', { for: 'f-sort' }, 'Sort by', sortSel), dirBtn),
     count,
     h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Your connections, scrollable' }, h('table', { class: 'responsive', 'aria-label': 'Your connections' },
-      h('thead', {}, h('tr', {}, ['Status', 'Name', 'Provider', 'Default model', 'Last test', 'Latency', 'Activity', 'Usage (7 days)', 'Rotation', 'Dependents', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', {}, h('tr', {}, ['Status', 'Name', 'Provider and model', 'Last test', 'Activity (7 days)', 'Dependents', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
       tbody)),
     h('p', {}, more));
   await load();
