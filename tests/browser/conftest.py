@@ -14,7 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack, fake_control, stack  # noqa: F401 - shared fixtures
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import Stack
+
+# The e2e tier's session fixture: one `make run` stack for the browser tests too.
+stack = e2e.stack
 
 VENDOR = Path(__file__).parent / "vendor"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
