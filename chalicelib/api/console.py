@@ -139,7 +139,13 @@ def console_asset(ctx: Ctx, name: str) -> Response:
 @bp.route("/console/config.json", methods=["GET"])
 @view(bp, auth=False)
 def console_config(ctx: Ctx) -> Response:
-    s = ctx.settings
+    return Response(body=config_body(ctx.settings), status_code=200,
+                    headers={**security_headers(ctx.settings), "Cache-Control": "no-cache"})
+
+
+def config_body(s: Settings) -> dict[str, Any]:
+    """How the page signs in: the local minter (local stage), Cognito's hosted UI, or a pasted
+    token (an external OIDC issuer the page knows nothing about)."""
     auth: dict[str, Any]
     if s.stage == "local" and s.local_signin_key_file:
         auth = {"mode": "local"}
@@ -148,6 +154,4 @@ def console_config(ctx: Ctx) -> Response:
                 "client_id": s.cognito_client_id, "scopes": ["openid", "email", "profile"]}
     else:
         auth = {"mode": "token"}  # paste a bearer token (an external OIDC issuer)
-    body = {"stage": s.stage, "version": s.version, "auth": auth}
-    return Response(body=body, status_code=200,
-                    headers={**security_headers(s), "Cache-Control": "no-cache"})
+    return {"stage": s.stage, "version": s.version, "auth": auth}

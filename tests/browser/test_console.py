@@ -692,3 +692,112 @@ def test_accessibility_scan_has_no_serious_or_critical_violation(browser, stack,
         assert not c.errors, c.errors
     finally:
         ctx.close()
+
+
+# ------------------------------------------------------------------ Cognito hosted UI (PKCE)
+
+
+def test_cognito_sign_in_with_pkce_refresh_and_sign_out(browser, stack):
+    """The cloud stages' sign-in, end to end in the browser: the console's config names a
+    Cognito domain (as the deployed API's does, with that domain in the CSP's connect-src);
+    the hosted UI is played by this test at the network layer, checking PKCE for real."""
+    import base64
+    import hashlib
+    import time
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    from devtools.token import make_token
+
+    domain = "https://llmc-test.auth.us-east-1.amazoncognito.com"
+    client_id = "console-client-id"
+    me = user()
+    seen: dict[str, Any] = {"challenge": None, "refreshes": 0, "logout": None}
+
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(15000)
+
+    def page_with_cognito_csp(route: Any) -> None:
+        resp = route.fetch()
+        headers = dict(resp.headers)
+        headers["content-security-policy"] = headers["content-security-policy"].replace(
+            "connect-src 'self'", f"connect-src 'self' {domain}")
+        route.fulfill(response=resp, headers=headers)
+
+    def config(route: Any) -> None:
+        route.fulfill(json={"stage": "dev", "version": "test", "auth": {
+            "mode": "cognito", "domain": domain, "client_id": client_id,
+            "scopes": ["openid", "email", "profile"]}})
+
+    def authorize(route: Any) -> None:
+        q = {k: v[0] for k, v in parse_qs(urlparse(route.request.url).query).items()}
+        assert q["response_type"] == "code" and q["client_id"] == client_id
+        assert q["code_challenge_method"] == "S256" and len(q["code_challenge"]) == 43
+        assert q["redirect_uri"] == f"{stack.api}/console"
+        assert set(q["scope"].split()) == {"openid", "email", "profile"}
+        seen["challenge"] = q["code_challenge"]
+        # The user signs in at the hosted UI, which sends the browser back with a code (the
+        # test follows that redirect itself: a route-fulfilled 302's target is not routed).
+        seen["back"] = f"{q['redirect_uri']}?" + urlencode({"code": "auth-code-1",
+                                                            "state": q["state"]})
+        route.fulfill(status=200, content_type="text/html", body="<h1>Hosted UI</h1>")
+
+    cors = {"access-control-allow-origin": stack.api}
+
+    def token(route: Any) -> None:
+        if route.request.method == "OPTIONS":
+            route.fulfill(status=204, headers={**cors, "access-control-allow-headers":
+                                               "content-type",
+                                               "access-control-allow-methods": "POST"})
+            return
+        form = {k: v[0] for k, v in parse_qs(route.request.post_data or "").items()}
+        assert form["client_id"] == client_id
+        if form["grant_type"] == "authorization_code":
+            digest = hashlib.sha256(form["code_verifier"].encode()).digest()
+            assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == seen["challenge"]
+            assert form["code"] == "auth-code-1"
+            assert form["redirect_uri"] == f"{stack.api}/console"
+        else:
+            assert form["grant_type"] == "refresh_token" and form["refresh_token"] == "rt-1"
+            seen["refreshes"] += 1
+        # 125 s to live: the console refreshes 2 minutes before expiry, so within seconds
+        body = {"id_token": make_token(me, ttl=125), "access_token": "unused",
+                "token_type": "Bearer", "expires_in": 125}
+        if form["grant_type"] == "authorization_code":
+            body["refresh_token"] = "rt-1"
+        route.fulfill(json=body, headers=cors)
+
+    def logout(route: Any) -> None:
+        q = {k: v[0] for k, v in parse_qs(urlparse(route.request.url).query).items()}
+        seen["logout"] = q
+        route.fulfill(status=200, content_type="text/html", body="<h1>Signed out</h1>")
+
+    try:
+        ctx.route(re.compile(rf"{re.escape(stack.api)}/console(\?.*)?$"), page_with_cognito_csp)
+        ctx.route(f"{stack.api}/console/config.json", config)
+        ctx.route(f"{domain}/oauth2/authorize?*", authorize)
+        ctx.route(f"{domain}/oauth2/token", token)
+        ctx.route(f"{domain}/logout?*", logout)
+        c = Console(ctx.new_page(), stack)
+        c.open()
+        page = c.page
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("heading", name="Hosted UI").wait_for()
+        page.goto(seen["back"])
+        page.get_by_role("heading", name="Connections", exact=True).wait_for()
+        assert page.locator("#whoami").inner_text() == me
+        assert "code=" not in page.url  # the code is removed from the address at once
+        assert ctx.cookies() == []
+        assert "rt-1" not in page.evaluate("() => JSON.stringify(localStorage)")
+        deadline = time.monotonic() + 20
+        while seen["refreshes"] == 0 and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        assert seen["refreshes"] >= 1, "the token was not refreshed before expiry"
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_role("heading", name="Signed out").wait_for()
+        assert seen["logout"] == {"client_id": client_id, "logout_uri": f"{stack.api}/console"}
+        page.goto(seen["logout"]["logout_uri"])
+        page.get_by_role("button", name="Sign in").wait_for()
+        assert "llmc.session" not in c.storage()
+        assert not c.errors, c.errors
+    finally:
+        ctx.close()

@@ -80,6 +80,40 @@ def test_config_names_the_local_sign_in_in_the_local_stage(api):
     assert body["stage"] == "local" and body["auth"] == {"mode": "local"}
 
 
+def test_cloud_config_names_cognito_and_the_csp_allows_only_its_domain(env):
+    from dataclasses import replace
+
+    from chalicelib.api.console import config_body, security_headers
+    from chalicelib.settings import get_settings
+
+    domain = "https://llmc-dev.auth.eu-west-1.amazoncognito.com"
+    cloud = replace(get_settings(), stage="dev", local_signin_key_file="",
+                    cognito_domain_url=domain, cognito_client_id="abc123")
+    assert config_body(cloud)["auth"] == {"mode": "cognito", "domain": domain,
+                                          "client_id": "abc123",
+                                          "scopes": ["openid", "email", "profile"]}
+    csp = str(security_headers(cloud)["Content-Security-Policy"])
+    assert f"connect-src 'self' {domain};" in csp
+    bare = replace(cloud, cognito_domain_url="", cognito_client_id="")
+    assert config_body(bare)["auth"] == {"mode": "token"}
+    assert "connect-src 'self';" in str(security_headers(bare)["Content-Security-Policy"])
+
+
+def test_local_sign_in_key_file_is_refused_outside_the_local_stage(monkeypatch, env):
+    from chalicelib.settings import SettingsError, get_settings
+
+    monkeypatch.setenv("STAGE", "dev")
+    monkeypatch.delenv("OUTBOUND_ALLOW_HOSTS")
+    monkeypatch.delenv("OUTBOUND_ALLOW_HTTP")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError, match="LOCAL_SIGNIN_KEY_FILE"):
+            get_settings()
+    finally:
+        monkeypatch.setenv("STAGE", "local")
+        get_settings.cache_clear()
+
+
 def test_local_sign_in_mints_a_token_the_api_accepts(env):
     from chalicelib.services.identity import authenticate
     from chalicelib.services.local_signin import mint
