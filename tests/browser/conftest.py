@@ -33,8 +33,11 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, and the app's own asyncio.run() (provider calls) must not see
+    # one in the tiers that run after this module.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -417,6 +417,13 @@ def test_admin_adds_a_provider_and_a_user_gets_its_generated_form(console: Conso
         assert not other.errors, other.errors
     finally:
         ctx.close()
+    # The admin disables the provider: it stays listed, marked, and refuses new connections
+    page.get_by_role("button", name=f"Disable provider Acme Gateway {pid}").click()
+    page.locator(f"tr[data-provider='{pid}']").get_by_text("Disabled").wait_for()
+    r = api_as(user()).post("/connections", json={
+        "name": "late", "provider": pid, "credentials": {"api_key": fake_key("openai"),
+                                                         "team_id": "team-red"}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "provider_disabled"
 
 
 # ------------------------------------------------------------------ security in the page

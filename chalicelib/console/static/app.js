@@ -710,9 +710,13 @@ async function viewForm({ mount, alive }, id) {
     const model = h('input', { 'data-field': 'default_model', autocomplete: 'off', list: 'model-list', value: conn ? conn.default_model || '' : '' });
     const datalist = h('datalist', { id: 'model-list' });
     const modelChips = h('div', { class: 'models', 'aria-live': 'polite' });
+    const modelHint = h('p', { class: 'small muted' });
     c.model = model;
     c.fillModels = (models) => {
       detected = models;
+      modelHint.textContent = (models || []).length
+        ? `${models.length} models found by the last test; choose one or type a name:`
+        : 'Available models are detected when you test the connection.';
       const all = [...new Set([...(models || []), ...(p.known_models || [])])];
       datalist.replaceChildren(...all.map((m) => h('option', { value: m })));
       modelChips.replaceChildren(...(models || []).slice(0, 50).map((m) => h('button', { type: 'button', class: 'badge', 'aria-label': `Use ${m} as default model`, onclick: () => { model.value = m; model.focus(); } }, m)));
@@ -720,7 +724,7 @@ async function viewForm({ mount, alive }, id) {
     };
     c.fillModels(detected);
     const modelSet = h('fieldset', {}, h('legend', {}, 'Model'),
-      h('p', { class: 'small muted' }, detected.length ? 'Models found by the last test (choose one):' : 'Available models are detected when you test the connection.'), modelChips,
+      modelHint, modelChips,
       field('c-model', 'Default model', model, { help: p.adapter === 'azure_openai' ? 'For Azure, the deployment name.' : 'e.g. one of the detected models.' }), datalist);
     {
       const base = h('input', { 'data-field': 'base_url', type: 'url', autocomplete: 'off', placeholder: p.base_url || 'https://…', value: conn && sameProvider ? conn.base_url || '' : '' });
