@@ -808,3 +808,30 @@ def test_cognito_sign_in_with_pkce_refresh_and_sign_out(browser, stack):
         assert not c.errors, c.errors
     finally:
         ctx.close()
+
+
+def test_admin_opens_another_users_connections_and_tests_one_with_a_probe(console: Console,
+                                                                         api_as):
+    owner = user()
+    conn = api_connection(api_as(owner), console.stack)
+    page = console.page
+    console.open()
+    console.sign_in("ops-admin", admin=True)
+    page.get_by_label("Owner (admin)").fill(owner)
+    page.get_by_role("button", name="Show").click()
+    page.get_by_role("heading", name=f"Connections of {owner}", exact=True).wait_for()
+    page.get_by_role("link", name=conn["name"], exact=True).click()
+    page.get_by_role("heading", name=conn["name"], exact=True).wait_for()
+    console.go(f"#/connections/{conn['id']}/edit")
+    page.get_by_label("Also send a 1-token request to the default model").check()
+    page.get_by_role("button", name="Test Connection").click()
+    check_status(page, "#test-results", "active")
+    assert "Passed" in page.locator("[data-check=model_access]").inner_text()
+    # Every step was an admin action on someone else's data, and audited as such
+    events = api_as("ops-admin", admin=True).get(
+        "/audit", params={"user": "ops-admin"}).json()["items"]
+    assert any(e["action"] == "connection.list" and e["target"] == f"owner:{owner}"
+               for e in events)
+    test = next(e for e in events if e["action"] == "connection.test"
+                and e["target"] == f"connection:{conn['id']}")
+    assert test["admin_action"] is True and test["target_owner"] == owner

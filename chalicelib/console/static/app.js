@@ -361,6 +361,7 @@ function chrome(signedIn) {
 let renderGen = 0;
 const routes = [
   [/^#\/connections\/new$/, viewForm],
+  [/^#\/connections\/owner\/([^/]+)$/, viewList],
   [/^#\/connections\/([\w-]+)\/edit$/, viewForm],
   [/^#\/connections\/([\w-]+)$/, viewDetail],
   [/^#\/connections\/?$/, viewList],
@@ -418,8 +419,9 @@ function errorAlert(e) {
 
 // ------------------------------------------------------------------ connections list
 
-async function viewList({ mount, alive }) {
+async function viewList({ mount, alive }, ownerParam) {
   const provs = await providers();
+  const owner = ownerParam ? decodeURIComponent(ownerParam) : '';
   const state = { rows: [], cursor: null, done: false, sort: 'name', dir: 1 };
   const q = h('input', { id: 'f-name', type: 'search', placeholder: 'Name contains…' });
   const fp = h('select', { id: 'f-provider' }, h('option', { value: '' }, 'All providers'), provs.map((p) => h('option', { value: p.id }, p.name)));
@@ -436,6 +438,7 @@ async function viewList({ mount, alive }) {
     try {
       const params = new URLSearchParams({ limit: String(PAGE) });
       if (state.cursor) params.set('cursor', state.cursor);
+      if (owner) params.set('owner', owner);
       const page = await api('GET', `/connections?${params}`);
       if (!alive()) return;
       state.rows.push(...page.items);
@@ -521,11 +524,12 @@ async function viewList({ mount, alive }) {
   importInput.addEventListener('change', () => importFile(importInput));
 
   const page = h('div', {},
-    h('div', { class: 'page-head' }, h('h1', {}, 'Connections'),
+    h('div', { class: 'page-head' }, h('h1', {}, owner ? `Connections of ${owner}` : 'Connections'),
       h('div', { class: 'actions' },
         h('a', { class: 'button primary', href: '#/connections/new' }, '+ Add Connection'),
         h('button', { type: 'button', onclick: exportAll }, 'Export'),
         h('label', { class: 'button', for: 'import-file' }, 'Import'), importInput)),
+    session.admin ? ownerForm(owner) : null,
     h('div', { class: 'filters', role: 'search', 'aria-label': 'Filter connections' },
       h('label', { for: 'f-name' }, 'Filter by name', q), h('label', { for: 'f-provider' }, 'Provider', fp),
       h('label', { for: 'f-status' }, 'Status', fs), h('label', { for: 'f-sort' }, 'Sort by', sortSel), dirBtn),
@@ -536,6 +540,16 @@ async function viewList({ mount, alive }) {
     h('p', {}, more));
   await load();
   mount(page);
+}
+
+function ownerForm(owner) {
+  const input = h('input', { id: 'f-owner', autocomplete: 'off', value: owner, placeholder: 'user id' });
+  return h('form', { class: 'filters', 'aria-label': 'Administrator: connections of a user', onsubmit: (ev) => {
+    ev.preventDefault();
+    const v = input.value.trim();
+    location.hash = v ? `#/connections/owner/${encodeURIComponent(v)}` : '#/connections';
+  } }, h('label', { for: 'f-owner' }, 'Owner (admin)', input), h('button', { type: 'submit' }, 'Show'),
+  owner ? h('a', { class: 'button', href: '#/connections' }, 'My connections') : null);
 }
 
 function usageText(u) {
@@ -846,6 +860,7 @@ async function viewForm({ mount, alive }, id) {
     banner.append(placed ? h('div', { class: 'alert error', role: 'alert' }, `Please correct the highlighted field: ${e.message}`) : errorAlert(e));
   }
 
+  const probe = h('input', { type: 'checkbox', id: 'c-probe' });
   const testBtn = h('button', { type: 'button', id: 'btn-test' }, 'Test Connection');
   const saveBtn = h('button', { type: 'submit', class: 'primary', id: 'btn-save' }, 'Save');
   testBtn.addEventListener('click', async () => {
@@ -856,9 +871,10 @@ async function viewForm({ mount, alive }, id) {
     try {
       let result;
       const body = collect();
-      if (!editing) result = await api('POST', '/connections/test', { body });
-      else if (Object.keys(body).length) result = await api('POST', `/connections/${conn.id}/test`, { body: { changes: body } });
-      else result = await api('POST', `/connections/${conn.id}/test`, { body: {} });
+      const opts = probe.checked ? { probe_model: true } : {};
+      if (!editing) result = await api('POST', '/connections/test', { body: { ...body, ...opts } });
+      else if (Object.keys(body).length) result = await api('POST', `/connections/${conn.id}/test`, { body: { changes: body, ...opts } });
+      else result = await api('POST', `/connections/${conn.id}/test`, { body: opts });
       setFieldError(form, null);
       results.replaceChildren(testResult(result));
       if (result.available_models && result.available_models.length) controls.fillModels(result.available_models);
@@ -890,6 +906,7 @@ async function viewForm({ mount, alive }, id) {
   append(form,
     h('fieldset', {}, h('legend', {}, 'Provider'), field('c-provider', 'Provider', providerSel, { required: true, help: editing ? 'Changing the provider needs the secrets again.' : 'Providers are managed by administrators.' })),
     dynamic, results,
+    h('div', { class: 'field checkbox' }, probe, h('label', { for: 'c-probe' }, 'Also send a 1-token request to the default model (may cost a fraction of a cent)')),
     h('div', { class: 'actions' }, testBtn, saveBtn, h('a', { class: 'button', href: editing ? `#/connections/${conn.id}` : '#/connections' }, 'Cancel')));
   build();
   const page = h('div', {},
