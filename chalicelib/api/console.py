@@ -9,6 +9,7 @@ URL is cached for a year, the page itself is revalidated with its ETag on every 
 from __future__ import annotations
 
 import hashlib
+import html
 import mimetypes
 import re
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ def console_page(ctx: Ctx) -> Response:
     page = index_html()
     base = f"{_base_path(ctx)}/console/"
     # The base URL makes the page's relative asset and API paths right under any stage prefix.
-    body = page.body.replace("{{base}}", base)
+    body = page.body.replace("{{base}}", html.escape(base, quote=True))
     return _static(ctx, Asset(body, page.content_type,
                               hashlib.sha256(body.encode()).hexdigest()[:16]), "no-cache")
 

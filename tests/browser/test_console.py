@@ -773,6 +773,14 @@ def test_cognito_sign_in_with_pkce_refresh_and_sign_out(browser, stack):
             body["refresh_token"] = "rt-1"
         route.fulfill(json=body, headers=cors)
 
+    def revoke(route: Any) -> None:
+        if route.request.method == "OPTIONS":
+            route.fulfill(status=204, headers=cors)
+            return
+        form = {k: v[0] for k, v in parse_qs(route.request.post_data or "").items()}
+        seen["revoked"] = form
+        route.fulfill(status=200, body="", headers=cors)
+
     def logout(route: Any) -> None:
         q = {k: v[0] for k, v in parse_qs(urlparse(route.request.url).query).items()}
         seen["logout"] = q
@@ -783,6 +791,7 @@ def test_cognito_sign_in_with_pkce_refresh_and_sign_out(browser, stack):
         ctx.route(f"{stack.api}/console/config.json", config)
         ctx.route(f"{domain}/oauth2/authorize?*", authorize)
         ctx.route(f"{domain}/oauth2/token", token)
+        ctx.route(f"{domain}/oauth2/revoke", revoke)
         ctx.route(f"{domain}/logout?*", logout)
         c = Console(ctx.new_page(), stack)
         c.open()
@@ -801,6 +810,7 @@ def test_cognito_sign_in_with_pkce_refresh_and_sign_out(browser, stack):
         assert seen["refreshes"] >= 1, "the token was not refreshed before expiry"
         page.get_by_role("button", name="Sign out").click()
         page.get_by_role("heading", name="Signed out").wait_for()
+        assert seen["revoked"] == {"token": "rt-1", "client_id": client_id}
         assert seen["logout"] == {"client_id": client_id, "logout_uri": f"{stack.api}/console"}
         page.goto(seen["logout"]["logout_uri"])
         page.get_by_role("button", name="Sign in").wait_for()
@@ -835,3 +845,15 @@ def test_admin_opens_another_users_connections_and_tests_one_with_a_probe(consol
     test = next(e for e in events if e["action"] == "connection.test"
                 and e["target"] == f"connection:{conn['id']}")
     assert test["admin_action"] is True and test["target_owner"] == owner
+
+
+def test_local_sign_in_refuses_a_rebound_host_over_http(stack):
+    import httpx
+
+    body = {"user": "mallory", "admin": True}
+    ok = httpx.post(f"{stack.api}/console/local-signin", json=body, trust_env=False)
+    assert ok.status_code == 200 and ok.json()["id_token"]
+    rebound = httpx.post(f"{stack.api}/console/local-signin", json=body, trust_env=False,
+                         headers={"Host": "attacker.example"})
+    assert rebound.status_code == 403
+    assert "id_token" not in rebound.text

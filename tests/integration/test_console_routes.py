@@ -152,6 +152,19 @@ def test_local_sign_in_refused_outside_the_local_stage(env):
         mint(replace(get_settings(), stage="dev"), {"user": "mallory", "admin": True})
 
 
+@pytest.mark.parametrize("host, allowed", [
+    ("127.0.0.1:8000", True), ("localhost:8000", True), ("[::1]:8000", True),
+    ("127.0.0.1", True), ("attacker.example", False), ("attacker.example:8000", False),
+    ("127.0.0.1.nip.io:8000", False), ("", False),
+])
+def test_local_sign_in_only_for_requests_addressed_to_loopback(host, allowed):
+    # DNS rebinding: a page on attacker.example rebound to 127.0.0.1 is same-origin with the
+    # local stack, but its requests still name its own host.
+    from chalicelib.api.console_local import LOOPBACK_HOSTS, _host_name
+
+    assert (_host_name(host) in LOOPBACK_HOSTS) is allowed
+
+
 ROUTES = "import app, json; print(json.dumps(sorted(app.app.routes)))"
 
 

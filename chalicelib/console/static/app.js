@@ -290,10 +290,21 @@ async function refreshToken() {
   } catch { /* the next 401 sends the user to sign in */ }
 }
 
-function signOut() {
+async function signOut() {
   const mode = config && config.auth.mode;
+  const refresh = session && session.refresh;
   dropSession();
   if (mode === 'cognito') {
+    // Revoke the refresh token first: a copy taken before sign-out must not keep working.
+    if (refresh) {
+      try {
+        await fetch(`${config.auth.domain}/oauth2/revoke`, {
+          method: 'POST', credentials: 'omit', cache: 'no-store',
+          headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ token: refresh, client_id: config.auth.client_id }),
+        });
+      } catch { /* signing out goes on; the token expires on its own */ }
+    }
     const q = new URLSearchParams({ client_id: config.auth.client_id, logout_uri: consoleUrl() });
     location.assign(`${config.auth.domain}/logout?${q}`);
     return;
