@@ -45,6 +45,17 @@ def api_connection(client: Any, stack: Any, family: str = "openai", directive: s
     return resp.json() | {"_key": key}
 
 
+def signed_in_with_a_connection(console: Console, api_as: Any, *args: Any,
+                                **kw: Any) -> tuple[Any, dict[str, Any], Any]:
+    """Given a new user with one connection (``api_connection`` arguments), signed in."""
+    me = user()
+    client = api_as(me)
+    conn = api_connection(client, console.stack, *args, **kw)
+    console.open()
+    console.sign_in(me)
+    return client, conn, console.page
+
+
 def fill_credentials(page: Any, family: str, key: str) -> None:
     if family == "bedrock":
         page.get_by_label("Access key ID").fill(key)
@@ -168,12 +179,7 @@ def test_field_errors_show_next_to_the_field_the_api_names(console: Console):
 
 
 def test_edit_a_setting_with_if_match_keeps_the_secret(console: Console, api_as):
-    me = user()
-    client = api_as(me)
-    conn = api_connection(client, console.stack)
-    page = console.page
-    console.open()
-    console.sign_in(me)
+    client, conn, page = signed_in_with_a_connection(console, api_as)
     page.get_by_role("link", name=f"Edit {conn['name']}").click()
     # The secret is shown only as its mask, and left empty it is kept
     key_input = page.get_by_label("API key")
@@ -196,12 +202,7 @@ def test_edit_a_setting_with_if_match_keeps_the_secret(console: Console, api_as)
 
 
 def test_a_stale_edit_is_refused_and_offers_a_reload(console: Console, api_as):
-    me = user()
-    client = api_as(me)
-    conn = api_connection(client, console.stack)
-    page = console.page
-    console.open()
-    console.sign_in(me)
+    client, conn, page = signed_in_with_a_connection(console, api_as)
     console.go(f"#/connections/{conn['id']}/edit")
     page.get_by_label("Description").fill("mine")
     # Meanwhile someone else changes the connection
@@ -216,11 +217,7 @@ def test_a_stale_edit_is_refused_and_offers_a_reload(console: Console, api_as):
 
 
 def test_changing_the_base_url_asks_for_the_secret_again(console: Console, api_as):
-    me = user()
-    conn = api_connection(api_as(me), console.stack)
-    page = console.page
-    console.open()
-    console.sign_in(me)
+    _, conn, page = signed_in_with_a_connection(console, api_as)
     console.go(f"#/connections/{conn['id']}/edit")
     page.locator("#c-base").fill(console.stack.fake + "/openai/v1/other")
     assert page.get_by_text("Changing the base URL needs the secret again").is_visible()
@@ -233,11 +230,7 @@ def test_changing_the_base_url_asks_for_the_secret_again(console: Console, api_a
 
 
 def test_test_a_saved_connection_from_the_list(console: Console, api_as):
-    me = user()
-    conn = api_connection(api_as(me), console.stack)
-    page = console.page
-    console.open()
-    console.sign_in(me)
+    _, conn, page = signed_in_with_a_connection(console, api_as)
     row = page.locator(f"tr[data-id='{conn['id']}']")
     assert row.locator("[data-status]").get_attribute("data-status") == "untested"
     row.get_by_role("button", name=f"Test {conn['name']}").click()
@@ -268,12 +261,8 @@ TROUBLE = [
 def test_every_troubleshooting_case_shows_its_title_and_steps(console: Console, api_as,
                                                                 directive, settings, status,
                                                                 title):
-    me = user()
-    conn = api_connection(api_as(me), console.stack, "openai", directive,
-                          settings=settings)
-    page = console.page
-    console.open()
-    console.sign_in(me)
+    _, conn, page = signed_in_with_a_connection(console, api_as, "openai", directive,
+                                                settings=settings)
     console.go(f"#/connections/{conn['id']}")
     page.get_by_role("button", name="Test now").click()
     # A progress indicator while the test runs
@@ -321,12 +310,7 @@ def test_slow_connection_shows_progress_then_a_slow_warning(console: Console, ap
 
 
 def test_delete_without_dependents_after_confirming(console: Console, api_as):
-    me = user()
-    client = api_as(me)
-    conn = api_connection(client, console.stack)
-    page = console.page
-    console.open()
-    console.sign_in(me)
+    client, conn, page = signed_in_with_a_connection(console, api_as)
     page.get_by_role("button", name=f"Delete {conn['name']}").click()
     dialog = page.get_by_role("dialog")
     assert "cannot be undone" in dialog.inner_text()
@@ -572,11 +556,7 @@ def test_admin_sees_usage_across_users(console: Console, api_as):
 
 def test_export_downloads_a_file_without_secrets_and_import_uploads_it(console: Console,
                                                                         api_as, tmp_path):
-    me = user()
-    conn = api_connection(api_as(me), console.stack)
-    page = console.page
-    console.open()
-    console.sign_in(me)
+    _, conn, page = signed_in_with_a_connection(console, api_as)
     with page.expect_download() as info:
         page.get_by_role("button", name="Export").click()
     path = tmp_path / "export.json"
