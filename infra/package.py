@@ -1,8 +1,9 @@
 """`make package`: the deployable template and Lambda bundle of each stage, offline.
 
 For each stage: render ``build/<stage>/merge.json`` (``infra.build_template``), then run
-``chalice package --merge-template`` into ``build/<stage>/`` (``sam.json`` and
-``deployment.zip``). Chalice needs a region but no credentials; it builds the bundle from
+``chalice package --merge-template`` into ``build/<stage>/`` (``sam.json``, the functions'
+``deployment.zip`` and the shared dependency layer ``layer-deployment.zip``, which
+``infra.slim`` then strips of what Lambda never loads). Chalice needs a region but no credentials; it builds the bundle from
 requirements.txt with pip (the package index is the only network it uses) and caches the
 dependencies in .chalice/deployments/, so a second stage or run takes seconds.
 """
@@ -10,19 +11,31 @@ dependencies in .chalice/deployments/, so a second stage or run takes seconds.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from infra import build_template, lambdas, names, stack
+from infra import build_template, lambdas, names, slim, stack
+
+LAYER_ZIP = "layer-deployment.zip"  # Chalice's name for the automatic layer's bundle
+
+
+def runtime_version(sam: Path) -> str:
+    """The Python version ("3.11") of the functions of a packaged template (one for all)."""
+    runtimes = {r["Properties"]["Runtime"] for r in json.loads(sam.read_text())["Resources"].values()
+                if r.get("Type") == "AWS::Serverless::Function"}
+    if len(runtimes) != 1:
+        raise stack.StackError(f"{sam}: expected one runtime for every function, got {runtimes}")
+    return runtimes.pop().removeprefix("python")
 
 
 def package(stage: str) -> float:
     started = time.monotonic()
     out = names.build_dir(stage)
-    for stale in ("sam.json", "deployment.zip"):
+    for stale in ("sam.json", "deployment.zip", LAYER_ZIP):
         (out / stale).unlink(missing_ok=True)
     merge = build_template.write(stage, out / "merge.json")
     env = {**os.environ, **lambdas.package_environment(stage)}
@@ -33,6 +46,9 @@ def package(stage: str) -> float:
          "--merge-template", str(merge), str(out)],
         cwd=names.ROOT, env=env, check=True,
     )
+    layer = out / LAYER_ZIP
+    if layer.exists():
+        slim.slim_layer(layer, runtime_version(out / "sam.json"), slim.client_services())
     return time.monotonic() - started
 
 
