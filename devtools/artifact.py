@@ -139,6 +139,9 @@ def interpreter(runtime: str) -> str:
     if not runtime.startswith("python"):
         raise ArtifactError(f"runtime {runtime} is not a Python runtime")
     found = shutil.which(runtime, path="/usr/local/bin:/usr/bin:/bin")
+    base = getattr(sys, "_base_executable", "")
+    if not found and sys.version_info[:2] == tuple(map(int, runtime[6:].split("."))) and base:
+        found = base  # this virtualenv's own base interpreter is that version
     if not found:
         raise ArtifactError(f"{runtime} is not installed: the artifact tests run the bundle "
                             f"with the runtime's own Python version (apt-get install {runtime})")
