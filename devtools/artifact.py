@@ -249,8 +249,10 @@ class Resolver:
                        "AWS::Partition": "aws", "AWS::StackName": "artifact",
                        "AWS::URLSuffix": "amazonaws.com"}
 
-    def ref(self, name: str) -> str:
+    def ref(self, name: str) -> Any:
         if name in self.params:
+            if self.template["Parameters"][name].get("Type") == "CommaDelimitedList":
+                return self.params[name].split(",")
             return self.params[name]
         if name in self.pseudo:
             return self.pseudo[name]
@@ -295,6 +297,10 @@ class Resolver:
             return self.value(arg[0]) == self.value(arg[1])
         if fn == "Fn::Not":
             return not self.value(arg[0])
+        if fn == "Fn::And":
+            return all(self.value(a) for a in arg)
+        if fn == "Fn::Or":
+            return any(self.value(a) for a in arg)
         if fn == "Condition":
             return self.condition(arg)
         if fn == "Fn::Sub":
@@ -350,6 +356,9 @@ def lambda_environment(fn: Function, bundle: Bundle, endpoint: str,
         "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         # The one addition to what Lambda sets: the standard endpoint variable.
         "AWS_ENDPOINT_URL": endpoint, "NO_PROXY": "127.0.0.1,localhost",
+        # /var/task and /opt are read-only in Lambda: no bytecode cache is ever written there
+        # (without this, the first run here would warm every later one).
+        "PYTHONDONTWRITEBYTECODE": "1",
         **stack_env,
     }
 
@@ -469,16 +478,30 @@ def reset_emulator(endpoint: str) -> None:
         pass
 
 
-def run_stage(stage: str, bundle: Bundle, endpoint: str, parameters: dict[str, str],
-              token: str, home: Path, *, source_tree: bool = False,
-              services: list[str] = ()) -> dict[str, Report]:  # type: ignore[assignment]
-    """Every function of the stage on its fixture events, on a freshly reset emulator:
-    {trigger kind: report}. The API runs first (its connection is then due for the
-    daily run), then the schedule, then the queue batch."""
+@dataclass
+class Stage:
+    """A stage ready to run on the emulator: its functions by trigger, their environments."""
+
+    functions: dict[str, Function]
+    environments: dict[str, dict[str, str]]
+    work_queue: str
+    python: str
+    roots: list[Path]
+
+    def events(self, kind: str, token: str) -> list[Any]:
+        return events_for(kind, token=token, work_queue=self.work_queue)
+
+
+def prepare_stage(stage: str, bundle: Bundle, endpoint: str, parameters: dict[str, str],
+                  home: Path) -> Stage:
+    """Reset the emulator, create the template's resources, seed the provider catalogue."""
     template = load_template(stage)
     reset_emulator(endpoint)
     resolver = Resolver(template, provision(template, endpoint), parameters)
     fns = {trigger(template, fn): fn for fn in functions(template)}
+    missing = {"api", "schedule", "sqs"} - set(fns)
+    if missing:
+        raise ArtifactError(f"{stage}: no function for {sorted(missing)}")
     envs = {kind: lambda_environment(fn, bundle, endpoint, resolver.environment(fn), home)
             for kind, fn in fns.items()}
     seed_env = {k: v for k, v in envs["api"].items() if k != "PYTHONPATH"}
@@ -487,16 +510,17 @@ def run_stage(stage: str, bundle: Bundle, endpoint: str, parameters: dict[str, s
     work_queue = next(p.attrs["QueueName"] for lid, p in resolver.physical.items()
                       if template["Resources"][lid]["Type"] == "AWS::SQS::Queue" and
                       "RedrivePolicy" in template["Resources"][lid]["Properties"])
-    python = interpreter(bundle.runtime)
-    out = {}
-    for kind in ("api", "schedule", "sqs"):
-        if kind not in fns:
-            continue
-        out[kind] = invoke(fns[kind], events_for(kind, token=token, work_queue=work_queue),
-                           envs[kind], python=python, roots=[bundle.task, bundle.opt],
-                           services=services if kind == "api" else [],
-                           source_tree=source_tree)
-    missing = {"api", "schedule", "sqs"} - set(out)
-    if missing:
-        raise ArtifactError(f"{stage}: no function for {sorted(missing)}")
-    return out
+    return Stage(fns, envs, work_queue, interpreter(bundle.runtime), [bundle.task, bundle.opt])
+
+
+def run_stage(stage: str, bundle: Bundle, endpoint: str, parameters: dict[str, str],
+              token: str, home: Path, *, source_tree: bool = False,
+              services: list[str] = ()) -> dict[str, Report]:  # type: ignore[assignment]
+    """Every function of the stage on its fixture events, on a freshly reset emulator:
+    {trigger kind: report}. The API runs first (its connection is then due for the
+    daily run), then the schedule, then the queue batch."""
+    ready = prepare_stage(stage, bundle, endpoint, parameters, home)
+    return {kind: invoke(ready.functions[kind], ready.events(kind, token),
+                         ready.environments[kind], python=ready.python, roots=ready.roots,
+                         services=services if kind == "api" else [], source_tree=source_tree)
+            for kind in ("api", "schedule", "sqs")}

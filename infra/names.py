@@ -21,6 +21,7 @@ SECRETS_KEY = "SecretsKey"
 STORAGE_KEY = "StorageKey"
 USER_POOL = "UserPool"
 USER_POOL_CLIENT = "UserPoolClient"
+USER_POOL_DOMAIN = "UserPoolDomain"
 ADMINS_GROUP = "AdminsGroup"
 ADMIN_GROUP_NAME = "admins"
 

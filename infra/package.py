@@ -11,8 +11,10 @@ dependencies in .chalice/deployments/, so a second stage or run takes seconds.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from pathlib import Path
 from infra import build_template, lambdas, names, slim, stack
 
 LAYER_ZIP = "layer-deployment.zip"  # Chalice's name for the automatic layer's bundle
+_SLIMMED: dict[str, Path] = {}  # sha256 of Chalice's layer zip -> its stripped copy
 
 
 def runtime_version(sam: Path) -> str:
@@ -46,9 +49,17 @@ def package(stage: str) -> float:
          "--merge-template", str(merge), str(out)],
         cwd=names.ROOT, env=env, check=True,
     )
+    version = runtime_version(out / "sam.json")
+    slim.slim_function(out / "deployment.zip", version)
     layer = out / LAYER_ZIP
     if layer.exists():
-        slim.slim_layer(layer, runtime_version(out / "sam.json"), slim.client_services())
+        # Every stage gets the same layer from Chalice: strip it once per run.
+        key = hashlib.sha256(layer.read_bytes()).hexdigest()
+        if key in _SLIMMED:
+            shutil.copyfile(_SLIMMED[key], layer)
+        else:
+            slim.slim_layer(layer, version, slim.client_services())
+            _SLIMMED[key] = layer
     return time.monotonic() - started
 
 

@@ -469,6 +469,14 @@ def _cognito(stage: str) -> Json:
                 "DeletionProtection": "ACTIVE" if is_prod(stage) else "INACTIVE",
             },
         },
+        names.USER_POOL_DOMAIN: {
+            "Type": "AWS::Cognito::UserPoolDomain", "Condition": "CreateUserPool",
+            "Properties": {
+                "Domain": {"Fn::If": ["HasCognitoDomainPrefix", _ref("CognitoDomainPrefix"),
+                                      _sub(f"{names.prefix(stage)}-${{AWS::AccountId}}")]},
+                "UserPoolId": _ref(names.USER_POOL),
+            },
+        },
         names.ADMINS_GROUP: {
             "Type": "AWS::Cognito::UserPoolGroup", "Condition": "CreateUserPool",
             "Properties": {"GroupName": names.ADMIN_GROUP_NAME,
@@ -487,11 +495,40 @@ def _cognito(stage: str) -> Json:
                                       "ALLOW_ADMIN_USER_PASSWORD_AUTH"],
                 "PreventUserExistenceErrors": "ENABLED",
                 "EnableTokenRevocation": True,
+                # The web console signs in through the hosted UI: authorization code with
+                # PKCE, a public client (no secret), redirects only to the stage's console.
+                # Without callback URLs (the first deploy: the API's URL does not exist yet)
+                # the client has no OAuth flow at all.
+                **{key: {"Fn::If": ["HasConsoleUrls", value, _ref("AWS::NoValue")]}
+                   for key, value in _console_oauth().items()},
                 "IdTokenValidity": 60, "AccessTokenValidity": 60, "RefreshTokenValidity": 30,
                 "TokenValidityUnits": {"IdToken": "minutes", "AccessToken": "minutes",
                                        "RefreshToken": "days"},
             },
         },
+    }
+
+
+def _console_oauth() -> Json:
+    return {
+        "AllowedOAuthFlows": ["code"],
+        "AllowedOAuthFlowsUserPoolClient": True,
+        "AllowedOAuthScopes": ["openid", "email", "profile"],
+        "SupportedIdentityProviders": ["COGNITO"],
+        "CallbackURLs": _ref("ConsoleCallbackUrls"),
+        "LogoutURLs": _ref("ConsoleLogoutUrls"),
+    }
+
+
+def console_values() -> dict[str, Json]:
+    """The console's hosted-UI sign-in, when the stack's user pool has it (ConsoleSignIn)."""
+    return {
+        "COGNITO_DOMAIN_URL": {"Fn::If": [
+            "ConsoleSignIn",
+            _sub(f"https://${{{names.USER_POOL_DOMAIN}}}.auth.${{AWS::Region}}.amazoncognito.com"),
+            _ref("AWS::NoValue")]},
+        "COGNITO_CLIENT_ID": {"Fn::If": ["ConsoleSignIn", _ref(names.USER_POOL_CLIENT),
+                                         _ref("AWS::NoValue")]},
     }
 
 
@@ -531,7 +568,7 @@ def _function_overrides(stage: str, fns: list[LambdaInfo]) -> Json:
         props: Json = {
             "FunctionName": fn.physical_name(stage),
             "Role": _arn(role_id(fn)),
-            "Environment": {"Variables": env},
+            "Environment": {"Variables": {**env, **console_values()} if fn.is_api else env},
         }
         events: Json = {}
         for e in fn.events:
@@ -637,6 +674,18 @@ PARAMETERS: Json = {
     "JwksUrl": {"Type": "String", "Default": "",
                 "Description": "With JwtIssuer: the JWKS URL (default <issuer>/.well-known/"
                                "jwks.json)"},
+    "CognitoDomainPrefix": {"Type": "String", "Default": "",
+                            "AllowedPattern": r"^$|^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+                            "Description": "The hosted UI's domain, https://<prefix>.auth."
+                                           "<region>.amazoncognito.com (unique in the region; "
+                                           "default llmc-<stage>-<account id>)"},
+    "ConsoleCallbackUrls": {"Type": "CommaDelimitedList", "Default": "",
+                            "Description": "The console's sign-in callback: <EndpointURL>"
+                                           "console/ (known after the first deploy; empty "
+                                           "leaves console sign-in off)"},
+    "ConsoleLogoutUrls": {"Type": "CommaDelimitedList", "Default": "",
+                          "Description": "Where the hosted UI may send a signed-out user "
+                                         "(usually the same as ConsoleCallbackUrls)"},
     "SecretsKeyArn": {"Type": "String", "Default": "",
                       "AllowedPattern": r"^$|^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-f0-9-]+$",
                       "Description": "Optional: an existing envelope key (moving keys; see "
@@ -654,6 +703,11 @@ CONDITIONS: Json = {
     "CreateSecretsKey": {"Fn::Equals": [_ref("SecretsKeyArn"), ""]},
     "HasPreviousSecretsKey": {"Fn::Not": [{"Fn::Equals": [_ref("PreviousSecretsKeyArn"), ""]}]},
     "HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [_ref("AlarmEmail"), ""]}]},
+    "HasCognitoDomainPrefix": {"Fn::Not": [{"Fn::Equals": [_ref("CognitoDomainPrefix"), ""]}]},
+    "HasConsoleUrls": {"Fn::Not": [{"Fn::Equals": [
+        {"Fn::Join": [",", _ref("ConsoleCallbackUrls")]}, ""]}]},
+    "ConsoleSignIn": {"Fn::And": [{"Condition": "CreateUserPool"},
+                                  {"Condition": "HasConsoleUrls"}]},
 }
 
 RULES: Json = {
@@ -671,6 +725,8 @@ def _outputs() -> Json:
         "UserPoolId": {"Condition": "CreateUserPool", "Value": _ref(names.USER_POOL)},
         "UserPoolClientId": {"Condition": "CreateUserPool",
                              "Value": _ref(names.USER_POOL_CLIENT)},
+        "CognitoDomainUrl": {"Condition": "CreateUserPool", "Value": _sub(
+            f"https://${{{names.USER_POOL_DOMAIN}}}.auth.${{AWS::Region}}.amazoncognito.com")},
         "JwtIssuer": {"Value": jwt["JWT_ISSUER"]},
         "SecretsKeyArn": {"Value": secrets_key_arn()},
         "AlertsTopicArn": {"Value": _ref(names.ALERTS_TOPIC)},

@@ -180,3 +180,17 @@ def test_a_shared_object_for_another_architecture_fails(bundles, tmp_path):
     problems = artifact.platform_problems(bundle)
     assert any("machine 0xb7" in p for p in problems)
     assert any("fast-1.0.dist-info: built for" in p for p in problems)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_function_bundle_carries_every_file_of_the_app(bundles, stage):
+    # Given the app's own files (code, and static files such as the console's)
+    root = names.ROOT
+    wanted = {"app.py", *(str(p.relative_to(root)) for p in (root / "chalicelib").rglob("*")
+                          if p.is_file() and "__pycache__" not in p.parts)}
+    task = bundles[stage].task
+    shipped = {str(p.relative_to(task)) for p in task.rglob("*") if p.is_file()}
+    # Then each is in the function's bundle, and no dependency is (they are the layer's)
+    assert wanted - shipped == set()
+    assert {p.split("/", 1)[0] for p in shipped} <= {"app.py", "chalicelib", "chalice",
+                                                     "__pycache__"}  # app.py's bytecode

@@ -261,17 +261,53 @@ def test_identity_comes_from_the_stack(templates, stage):
         assert env["JWKS_URL"]["Fn::If"][1]["Fn::Sub"].endswith("/.well-known/jwks.json")
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_console_signs_in_through_the_hosted_ui_with_pkce(templates, stage):
+    # Given the stack's user pool client and domain
+    t = templates[stage]
+    client = t["Resources"][names.USER_POOL_CLIENT]["Properties"]
+    domain = t["Resources"][names.USER_POOL_DOMAIN]
+    oauth = {k: v["Fn::If"][1] for k, v in client.items()
+             if isinstance(v, dict) and "Fn::If" in v}
+    # Then the client is public (no secret: PKCE) with the code flow only, redirecting to the
+    # stage's console URLs from parameters (a Ref to the API would be a cycle: the function's
+    # environment names the client)
+    assert client["GenerateSecret"] is False
+    assert oauth == {"AllowedOAuthFlows": ["code"], "AllowedOAuthFlowsUserPoolClient": True,
+                     "AllowedOAuthScopes": ["openid", "email", "profile"],
+                     "SupportedIdentityProviders": ["COGNITO"],
+                     "CallbackURLs": {"Ref": "ConsoleCallbackUrls"},
+                     "LogoutURLs": {"Ref": "ConsoleLogoutUrls"}}
+    assert "RestAPI" not in json.dumps(client)
+    assert t["Parameters"]["ConsoleCallbackUrls"]["Type"] == "CommaDelimitedList"
+    assert domain["Condition"] == "CreateUserPool"
+    assert domain["Properties"]["UserPoolId"] == {"Ref": names.USER_POOL}
+    # and only the API function learns the hosted UI's address and the client id
+    for fn_id, fn in checks.functions(t).items():
+        env = fn["Properties"]["Environment"]["Variables"]
+        if fn_id == "APIHandler":
+            assert env["COGNITO_CLIENT_ID"]["Fn::If"][:2] == [
+                "ConsoleSignIn", {"Ref": names.USER_POOL_CLIENT}]
+            assert env["COGNITO_DOMAIN_URL"]["Fn::If"][1] == {"Fn::Sub": (
+                "https://${UserPoolDomain}.auth.${AWS::Region}.amazoncognito.com")}
+        else:
+            assert not {"COGNITO_CLIENT_ID", "COGNITO_DOMAIN_URL"} & set(env), fn_id
+
+
 def test_every_table_of_the_settings_is_created():
     assert set(stack.table_specs()) == set(TABLE_ENV)
 
 
 def test_the_lambda_bundle_carries_no_test_or_tooling_packages(templates):
-    from devtools.package_size import DEV_ONLY, top_level
+    from devtools.package_size import DEV_ONLY, top_level, top_level_in_layer
 
     with zipfile.ZipFile(names.build_dir("dev") / "deployment.zip") as z:
         shipped = top_level(z)
-    assert not shipped & DEV_ONLY
+    with zipfile.ZipFile(names.build_dir("dev") / "layer-deployment.zip") as z:
+        layered = top_level_in_layer(z)
+    assert not (shipped | layered) & DEV_ONLY
     assert {"app.py", "chalicelib"} <= shipped
+    assert {"boto3", "botocore", "pynamodb", "cryptography"} <= layered
 
 
 # The consistency checks catch what they claim to: each mutation of a copy of the template
