@@ -431,6 +431,7 @@ def load_event(name: str, **values: str) -> Any:
 
 # ---------------------------------------------------------------------------- a stage's run
 
+POISON = "7b0ee2d8-0002-4c2e-9a8e-0f5c1d2e3f02"  # the unparsable message of the SQS batch
 API_EVENTS = ("apigw_create_connection", "apigw_list_connections",
               "apigw_get_missing_connection", "apigw_list_without_token",
               "apigw_create_malformed_body")
@@ -524,3 +525,46 @@ def run_stage(stage: str, bundle: Bundle, endpoint: str, parameters: dict[str, s
                          ready.environments[kind], python=ready.python, roots=ready.roots,
                          services=services if kind == "api" else [], source_tree=source_tree)
             for kind in ("api", "schedule", "sqs")}
+
+
+def scenario_problems(reports: dict[str, Report]) -> list[str]:
+    """Everything that differs from what the fixtures must produce, as readable lines."""
+    problems = [f"{kind}: {p}" for kind, r in reports.items() for p in r.problems()]
+    if problems:
+        return problems
+    expected = {"api": [201, 200, 404, 401, 400]}
+    for kind, report in reports.items():
+        got = [a["result"].get("statusCode") for a in report.answers] if kind == "api" else []
+        if got != expected.get(kind, []):
+            problems.append(f"{kind}: status codes {got}, expected {expected[kind]}: "
+                            f"{report.stderr[-1500:]}")
+    batch = reports["sqs"].answers[0]["result"] if reports["sqs"].answers else None
+    if batch != {"batchItemFailures": [{"itemIdentifier": POISON}]}:
+        problems.append(f"sqs: {batch}, expected only the poison message to fail")
+    return problems
+
+
+def check_stage(stage: str) -> list[str]:
+    """The artifact tests' scenario on one stage, in one call (`make deploy`'s preflight):
+    extract, run every function from the bundle on the emulator, report what fails."""
+    from devtools import localenv, localstack
+    from devtools.emulator import Emulator
+    from devtools.token import ensure_keys, make_token
+
+    port = localstack.free_port()
+    emulator = Emulator(port=port).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"preflight-{stage}-") as tmp:
+            home = Path(tmp)
+            bundle = extract(stage, home / "bundle")
+            problems = platform_problems(bundle)
+            jwt_dir = home / "jwt"
+            ensure_keys(jwt_dir)
+            reports = run_stage(stage, bundle, f"http://127.0.0.1:{port}",
+                                stack_parameters(jwt_dir, localenv.ISSUER, localenv.AUDIENCE),
+                                make_token("preflight", jwt_dir=jwt_dir), home)
+            return problems + scenario_problems(reports)
+    except ArtifactError as exc:
+        return [str(exc)]
+    finally:
+        emulator.stop()

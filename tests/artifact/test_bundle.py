@@ -24,7 +24,7 @@ pytestmark = pytest.mark.artifact
 
 STAGES = names.DEPLOY_STAGES
 CANARY = "sk-artifact-canary-0123456789abcdef"  # the key inside apigw_create_connection.json
-POISON = "7b0ee2d8-0002-4c2e-9a8e-0f5c1d2e3f02"  # the unparsable message of the SQS batch
+POISON = artifact.POISON
 
 
 def normalised(report: artifact.Report) -> list[Any]:
@@ -39,23 +39,6 @@ def normalised(report: artifact.Report) -> list[Any]:
 def api_answer(report: artifact.Report, i: int) -> tuple[int, Any]:
     result = report.answers[i]["result"]
     return result["statusCode"], json.loads(result["body"])
-
-
-def scenario_problems(reports: dict[str, artifact.Report]) -> list[str]:
-    """Everything that differs from what the fixtures must produce, as readable lines."""
-    problems = [f"{kind}: {p}" for kind, r in reports.items() for p in r.problems()]
-    if problems:
-        return problems
-    expected = {"api": [201, 200, 404, 401, 400]}
-    for kind, report in reports.items():
-        got = [a["result"].get("statusCode") for a in report.answers] if kind == "api" else []
-        if got != expected.get(kind, []):
-            problems.append(f"{kind}: status codes {got}, expected {expected[kind]}: "
-                            f"{report.stderr[-1500:]}")
-    batch = reports["sqs"].answers[0]["result"] if reports["sqs"].answers else None
-    if batch != {"batchItemFailures": [{"itemIdentifier": POISON}]}:
-        problems.append(f"sqs: {batch}, expected only the poison message to fail")
-    return problems
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +62,7 @@ def test_every_function_runs_from_the_bundle_alone(results, stage):
     # Then each imported its handler, answered every event, loaded nothing from outside the
     # bundle and layer (or the standard library), and every kept SDK model loads
     assert set(reports) == {"api", "schedule", "sqs"}
-    assert scenario_problems(reports) == []
+    assert artifact.scenario_problems(reports) == []
     for kind, report in reports.items():
         assert len(report.answers) == len(artifact.events_for(kind, token="t",
                                                                work_queue="q")), kind
@@ -164,7 +147,7 @@ def test_a_module_missing_from_the_layer_fails(bundles, run, tmp_path):
     reports = artifact.run_stage("dev", bundle, run.endpoint, run.parameters, run.token,
                                  run.home)
     # Then the run fails, and says why
-    assert scenario_problems(reports) != []
+    assert artifact.scenario_problems(reports) != []
     assert "No module named 'jwt'" in "".join(r.stderr for r in reports.values())
 
 
