@@ -16,6 +16,7 @@ ADMIN ?=
 STAGE ?= dev
 
 .PHONY: help install run test test-unit test-integration test-e2e test-browser browser-deps \
+        test-artifact preflight seed-providers \
         screenshots lint typecheck token bench \
         package lint-infra smoke deploy daily alerts rewrap clean
 
@@ -72,7 +73,8 @@ test-browser: $(BROWSER_STAMP)
 screenshots: $(BROWSER_STAMP)
 	$(PY) -m devtools.screenshots
 
-bench: $(STAMP)
+# The cold-start section runs the packaged bundle (build/dev).
+bench: $(STAMP) package
 	$(PY) -m bench.run
 
 clean:
@@ -96,18 +98,31 @@ package: $(STAMP)
 lint-infra: package
 	$(VENV)/bin/cfn-lint build/*/sam.json
 
+# The built bundles and layers, extracted and run as Lambda runs them (part of `make test`).
+test-artifact: package
+	$(PY) -m pytest -q -p no:cacheprovider -m artifact
+
+# What `make deploy` checks first, offline and without credentials: template built, lint
+# and code checks, the bundle run, parameters and console URLs; then what it will create.
+preflight: package
+	$(PY) -m infra.preflight --stage $(STAGE) --params '$(PARAMS)' $(if $(FIRST_DEPLOY),--first-deploy,)
+
 # Deploys with *your* AWS credentials; never from CI.
 deploy: package
 	@test -z "$$CI" || { echo "make deploy uses personal AWS credentials and never runs in CI"; exit 2; }
-	@test -n "$(DEPLOY_BUCKET)" || { echo "usage: make deploy STAGE=dev|prod DEPLOY_BUCKET=<s3 bucket> [PARAMS='AlarmEmail=you@example.com ...']"; exit 2; }
-	$(PY) -m infra.checks --stage $(STAGE)
-	$(VENV)/bin/cfn-lint build/$(STAGE)/sam.json
+	$(PY) -m infra.preflight --stage $(STAGE) --params '$(PARAMS)' $(if $(FIRST_DEPLOY),--first-deploy,)
+	@test -n "$(DEPLOY_BUCKET)" || { echo "usage: make deploy STAGE=dev|prod DEPLOY_BUCKET=<s3 bucket> [FIRST_DEPLOY=1] [PARAMS='AlarmEmail=you@example.com ConsoleCallbackUrls=<EndpointURL>console/ ...']"; exit 2; }
 	aws cloudformation package --template-file build/$(STAGE)/sam.json --s3-bucket $(DEPLOY_BUCKET) \
 		--s3-prefix llmc-$(STAGE) --use-json --output-template-file build/$(STAGE)/packaged.json
 	aws cloudformation deploy --template-file build/$(STAGE)/packaged.json --stack-name llmc-$(STAGE) \
 		--capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-fail-on-empty-changeset \
 		$(if $(PARAMS),--parameter-overrides $(PARAMS),)
 	aws cloudformation describe-stacks --stack-name llmc-$(STAGE) --query 'Stacks[0].Outputs' --output table
+
+# A new deployment's provider catalogue, through its API as an admin (docs/deploy.md).
+seed-providers: $(STAMP)
+	@test -n "$(URL)" || { echo "usage: make seed-providers URL=<api base url> TOKEN=<an admin's ID token>"; exit 2; }
+	@TOKEN='$(TOKEN)' $(PY) -m devtools.seed_providers --url '$(URL)'
 
 smoke: $(STAMP)
 	@test -n "$(URL)" || { echo "usage: make smoke URL=<api base url> TOKEN=<bearer token> [FAKE_PROVIDER_URL=...]"; exit 2; }

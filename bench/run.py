@@ -1,6 +1,6 @@
 """`make bench`: startup cost, AWS calls per request, the invoke path's added latency, the
-daily run at 2,000 connections, the deployed bundle's cold start, and the Lambda package size. Results go to bench/results.md
-and bench/results.json (committed, so changes show up in review).
+daily run at 2,000 connections, the deployed bundle's cold start, and the Lambda package size.
+Results go to bench/results.md and bench/results.json (committed, so changes show up in review).
 
 Everything runs on loopback: moto's server and the fake provider in their own processes (so
 they do not share the benchmark's interpreter lock), the app in process or under `chalice
@@ -382,7 +382,8 @@ def bench_cold_start(runs: int, stage: str = "dev") -> dict[str, Any]:
             ensure_keys(jwt_dir)
             params = artifact.stack_parameters(jwt_dir, localenv.ISSUER, localenv.AUDIENCE)
             ready = artifact.prepare_stage(stage, bundle, f"http://127.0.0.1:{port}", params,
-                                           home)
+                                           home, make_token("bench-admin", admin=True,
+                                                            jwt_dir=jwt_dir))
             token = make_token("bench-cold", jwt_dir=jwt_dir)
             api_event = artifact.load_event("apigw_list_connections", token=token)
             sqs_event = ready.events("sqs", token)[0]
@@ -532,7 +533,7 @@ def render(results: dict[str, Any]) -> str:
                   f"| {layer.get('files', 0)} |",
                   f"| total | {mb(sizes['total_zipped_bytes'])} | "
                   f"{mb(sizes['total_unzipped_bytes'])} | |",
-                  f"| before the layer (one bundle, 2026-11-27) | 27.42 MB | 54.84 MB | 3312 |",
+                  "| before the layer (one bundle, 2026-11-27) | 27.42 MB | 54.84 MB | 3312 |",
                   "", "Largest packages in the layer (unzipped): " + ", ".join(
                       f"{name} {mb(size)}" for name, size in layer.get("largest", [])) + ".",
                   ""]

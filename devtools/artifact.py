@@ -410,7 +410,7 @@ def invoke(fn: Function, events: list[Any], env: dict[str, str], *, python: str,
         else:
             cmd = [python, "-S", "-P", str(RUNNER), str(spec), str(out)]
         started = __import__("time").time()
-        done = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True,  # noqa: S603
+        done = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True,
                               timeout=timeout, check=False)
         raw = json.loads(out.read_text()) if out.exists() else {
             "answers": [], "import_error": None, "handler_error": None,
@@ -435,9 +435,23 @@ POISON = "7b0ee2d8-0002-4c2e-9a8e-0f5c1d2e3f02"  # the unparsable message of the
 API_EVENTS = ("apigw_create_connection", "apigw_list_connections",
               "apigw_get_missing_connection", "apigw_list_without_token",
               "apigw_create_malformed_body")
-SEED_PROVIDERS = ("from chalicelib.api.deps import services; "
-                  "from chalicelib.services.catalogue import SEED_PROVIDERS; "
-                  "services().providers.seed(SEED_PROVIDERS)")
+
+
+def api_event(method: str, path: str, token: str, body: Any = None) -> Any:
+    """A REST proxy event for a route without path parameters, shaped like the fixtures."""
+    event = load_event("apigw_create_connection", token=token)
+    event.update(path=path, resource=path, httpMethod=method,
+                 body=None if body is None else json.dumps(body))
+    event["requestContext"].update(resourcePath=path, httpMethod=method, path=f"/api{path}")
+    return event
+
+
+def provider_events(admin_token: str) -> list[Any]:
+    """The provider catalogue, created the way an operator does after a first deploy:
+    POST /providers as an admin, one per seed provider (`make seed-providers`)."""
+    from chalicelib.services.catalogue import SEED_PROVIDERS
+
+    return [api_event("POST", "/providers", admin_token, p) for p in SEED_PROVIDERS]
 
 
 def trigger(template: dict[str, Any], fn: Function) -> str:
@@ -475,7 +489,7 @@ def reset_emulator(endpoint: str) -> None:
     import urllib.request
 
     req = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(req, timeout=30):  # noqa: S310 - loopback emulator
+    with urllib.request.urlopen(req, timeout=30):
         pass
 
 
@@ -494,8 +508,9 @@ class Stage:
 
 
 def prepare_stage(stage: str, bundle: Bundle, endpoint: str, parameters: dict[str, str],
-                  home: Path) -> Stage:
-    """Reset the emulator, create the template's resources, seed the provider catalogue."""
+                  home: Path, admin_token: str) -> Stage:
+    """Reset the emulator, create the template's resources, and the provider catalogue
+    through the bundle's own API (an admin's POST /providers)."""
     template = load_template(stage)
     reset_emulator(endpoint)
     resolver = Resolver(template, provision(template, endpoint), parameters)
@@ -505,22 +520,27 @@ def prepare_stage(stage: str, bundle: Bundle, endpoint: str, parameters: dict[st
         raise ArtifactError(f"{stage}: no function for {sorted(missing)}")
     envs = {kind: lambda_environment(fn, bundle, endpoint, resolver.environment(fn), home)
             for kind, fn in fns.items()}
-    seed_env = {k: v for k, v in envs["api"].items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-c", SEED_PROVIDERS], cwd=ROOT, env=seed_env,  # noqa: S603
-                   check=True, capture_output=True, timeout=120)
+    python, roots = interpreter(bundle.runtime), [bundle.task, bundle.opt]
+    seeded = invoke(fns["api"], provider_events(admin_token), envs["api"], python=python,
+                    roots=roots)
+    statuses = [a.get("result", {}).get("statusCode") for a in seeded.answers]
+    if seeded.problems() or set(statuses) != {201}:
+        errors = [line for line in seeded.stderr.splitlines() if "Error" in line]
+        raise ArtifactError(f"{stage}: seeding the providers through POST /providers: "
+                            f"{statuses} {seeded.problems()} {' '.join(errors)[-3000:]}")
     work_queue = next(p.attrs["QueueName"] for lid, p in resolver.physical.items()
                       if template["Resources"][lid]["Type"] == "AWS::SQS::Queue" and
                       "RedrivePolicy" in template["Resources"][lid]["Properties"])
-    return Stage(fns, envs, work_queue, interpreter(bundle.runtime), [bundle.task, bundle.opt])
+    return Stage(fns, envs, work_queue, python, roots)
 
 
 def run_stage(stage: str, bundle: Bundle, endpoint: str, parameters: dict[str, str],
-              token: str, home: Path, *, source_tree: bool = False,
+              token: str, home: Path, *, admin_token: str, source_tree: bool = False,
               services: list[str] = ()) -> dict[str, Report]:  # type: ignore[assignment]
     """Every function of the stage on its fixture events, on a freshly reset emulator:
     {trigger kind: report}. The API runs first (its connection is then due for the
     daily run), then the schedule, then the queue batch."""
-    ready = prepare_stage(stage, bundle, endpoint, parameters, home)
+    ready = prepare_stage(stage, bundle, endpoint, parameters, home, admin_token)
     return {kind: invoke(ready.functions[kind], ready.events(kind, token),
                          ready.environments[kind], python=ready.python, roots=ready.roots,
                          services=services if kind == "api" else [], source_tree=source_tree)
@@ -562,7 +582,9 @@ def check_stage(stage: str) -> list[str]:
             ensure_keys(jwt_dir)
             reports = run_stage(stage, bundle, f"http://127.0.0.1:{port}",
                                 stack_parameters(jwt_dir, localenv.ISSUER, localenv.AUDIENCE),
-                                make_token("preflight", jwt_dir=jwt_dir), home)
+                                make_token("preflight", jwt_dir=jwt_dir), home,
+                                admin_token=make_token("preflight-admin", admin=True,
+                                                       jwt_dir=jwt_dir))
             return problems + scenario_problems(reports)
     except ArtifactError as exc:
         return [str(exc)]

@@ -3,9 +3,10 @@
 For each stage: render ``build/<stage>/merge.json`` (``infra.build_template``), then run
 ``chalice package --merge-template`` into ``build/<stage>/`` (``sam.json``, the functions'
 ``deployment.zip`` and the shared dependency layer ``layer-deployment.zip``, which
-``infra.slim`` then strips of what Lambda never loads). Chalice needs a region but no credentials; it builds the bundle from
-requirements.txt with pip (the package index is the only network it uses) and caches the
-dependencies in .chalice/deployments/, so a second stage or run takes seconds.
+``infra.slim`` then strips of what Lambda never loads). Chalice needs a region but no
+credentials; it builds the bundle from requirements.txt with pip (the package index is the
+only network it uses) and caches the dependencies in .chalice/deployments/, so a second stage
+or run takes seconds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ _SLIMMED: dict[str, Path] = {}  # sha256 of Chalice's layer zip -> its stripped 
 
 def runtime_version(sam: Path) -> str:
     """The Python version ("3.11") of the functions of a packaged template (one for all)."""
-    runtimes = {r["Properties"]["Runtime"] for r in json.loads(sam.read_text())["Resources"].values()
+    resources = json.loads(sam.read_text())["Resources"].values()
+    runtimes = {r["Properties"]["Runtime"] for r in resources
                 if r.get("Type") == "AWS::Serverless::Function"}
     if len(runtimes) != 1:
         raise stack.StackError(f"{sam}: expected one runtime for every function, got {runtimes}")

@@ -25,8 +25,8 @@ import ast
 import importlib.util
 import json
 import py_compile
-import subprocess
 import re
+import subprocess
 import sys
 import tempfile
 import zipfile

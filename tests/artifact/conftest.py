@@ -25,6 +25,7 @@ class Run:
     endpoint: str
     parameters: dict[str, str]
     token: str
+    admin_token: str
     home: Path
 
 
@@ -57,6 +58,8 @@ def run(tmp_path_factory) -> Iterator[Run]:
         yield Run(endpoint=f"http://127.0.0.1:{port}",
                   parameters=artifact.stack_parameters(jwt_dir, localenv.ISSUER,
                                                        localenv.AUDIENCE),
-                  token=make_token(USER, jwt_dir=jwt_dir), home=home)
+                  token=make_token(USER, jwt_dir=jwt_dir),
+                  admin_token=make_token("artifact-admin", admin=True, jwt_dir=jwt_dir),
+                  home=home)
     finally:
         emulator.stop()
