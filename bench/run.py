@@ -414,6 +414,7 @@ def bench_cold_start(runs: int, stage: str = "dev") -> dict[str, Any]:
         emulator.stop()
     api, sqs, boto = (statistics.median(v) for v in (api_ms, sqs_ms, boto_ms))
     return {"runs": runs, "stage": stage, "interpreter": ready.python,
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "first_api_event_ms_median": round(api, 1),
             "first_sqs_batch_ms_median": round(sqs, 1),
             "import_boto3_ms_median": round(boto, 1),
@@ -502,7 +503,8 @@ def render(results: dict[str, Any]) -> str:
                   f"`{cold['stage']}` bundle and layer with the runtime's clean interpreter "
                   f"(`{cold['interpreter']} -S`, PYTHONPATH = bundle + layer only, as the "
                   "artifact tests run it), against the emulator; spawn to answer, "
-                  "interleaved:", "",
+                  f"interleaved (machine load average {cold.get('load_average_1m', '?')} "
+                  "at the end: absolute times scale with it, the ratios much less):", "",
                   "| from a fresh process to | median ms | p90 ms | ratio to `import boto3` |",
                   "| --- | --- | --- | --- |",
                   f"| the first answered API Gateway event (GET /connections) | "

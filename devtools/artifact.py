@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -310,8 +311,6 @@ class Resolver:
         raise ArtifactError(f"intrinsic {fn} is not supported by the artifact tests")
 
     def sub(self, text: str) -> str:
-        import re
-
         def one(m: re.Match[str]) -> str:
             name = m.group(1)
             if "." in name and name not in self.pseudo:
@@ -525,9 +524,10 @@ def prepare_stage(stage: str, bundle: Bundle, endpoint: str, parameters: dict[st
                     roots=roots)
     statuses = [a.get("result", {}).get("statusCode") for a in seeded.answers]
     if seeded.problems() or set(statuses) != {201}:
-        errors = [line for line in seeded.stderr.splitlines() if "Error" in line]
-        raise ArtifactError(f"{stage}: seeding the providers through POST /providers: "
-                            f"{statuses} {seeded.problems()} {' '.join(errors)[-3000:]}")
+        errors = sorted(set(re.findall(r"\b(\w+(?:Error|Exception): [^\"\\]{0,300})",
+                                       seeded.stderr)))[:5]
+        raise ArtifactError(f"{stage}: seeding the providers through POST /providers "
+                            f"answered {statuses}; {seeded.problems() or errors}")
     work_queue = next(p.attrs["QueueName"] for lid, p in resolver.physical.items()
                       if template["Resources"][lid]["Type"] == "AWS::SQS::Queue" and
                       "RedrivePolicy" in template["Resources"][lid]["Properties"])
