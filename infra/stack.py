@@ -499,7 +499,8 @@ def _cognito(stage: str) -> Json:
                 # PKCE, a public client (no secret), redirects only to the stage's console.
                 # Without callback URLs (the first deploy: the API's URL does not exist yet)
                 # the client has no OAuth flow at all.
-                **{key: {"Fn::If": ["HasConsoleUrls", value, _ref("AWS::NoValue")]}
+                **{key: {"Fn::If": ["HasConsoleLogoutUrls" if key == "LogoutURLs"
+                                    else "HasConsoleUrls", value, _ref("AWS::NoValue")]}
                    for key, value in _console_oauth().items()},
                 "IdTokenValidity": 60, "AccessTokenValidity": 60, "RefreshTokenValidity": 30,
                 "TokenValidityUnits": {"IdToken": "minutes", "AccessToken": "minutes",
@@ -706,6 +707,8 @@ CONDITIONS: Json = {
     "HasCognitoDomainPrefix": {"Fn::Not": [{"Fn::Equals": [_ref("CognitoDomainPrefix"), ""]}]},
     "HasConsoleUrls": {"Fn::Not": [{"Fn::Equals": [
         {"Fn::Join": [",", _ref("ConsoleCallbackUrls")]}, ""]}]},
+    "HasConsoleLogoutUrls": {"Fn::Not": [{"Fn::Equals": [
+        {"Fn::Join": [",", _ref("ConsoleLogoutUrls")]}, ""]}]},
     "ConsoleSignIn": {"Fn::And": [{"Condition": "CreateUserPool"},
                                   {"Condition": "HasConsoleUrls"}]},
 }
