@@ -43,7 +43,11 @@ def package(stage: str) -> float:
     for stale in ("sam.json", "deployment.zip", LAYER_ZIP):
         (out / stale).unlink(missing_ok=True)
     merge = build_template.write(stage, out / "merge.json")
-    env = {**os.environ, **lambdas.package_environment(stage)}
+    # app.py registers the console's local sign-in when STAGE=local: a shell that exported it
+    # (after `make run`, say) must never put that route into a deployable template.
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("STAGE", "LOCAL_SIGNIN_KEY_FILE")}
+    env = {**inherited, **lambdas.package_environment(stage)}
     env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", "us-east-1"))
     subprocess.run(  # noqa: S603 - our interpreter, fixed arguments
         # The console script of this environment (chalice has no ``__main__``).
