@@ -284,13 +284,14 @@ class DailyRun:
             decision = decisions.get(provider_key(t.item.provider, t.item.base_url))
             if decision is not None and decision.incident_id and provider_side_code(t.result):
                 t.result = as_incident_result(t.result, decision.incident_id)
+        # Digest lines from the alert state before recording (recording moves it on).
+        lines = {} if retest else self._digest_entries(run_date, tested)
         sink = RecordSink()
         recorded = await asyncio.gather(
             *(self.record_one(t, run_date, stats, sink) for t in tested), return_exceptions=True)
         errors += [r for r in recorded if isinstance(r, BaseException)]
-        done = [t for t, r in zip(tested, recorded, strict=True)
-                if not isinstance(r, BaseException)]
-        entries = [] if retest else self._digest_entries(run_date, done)
+        entries = [lines[t.item.id] for t, r in zip(tested, recorded, strict=True)
+                   if not isinstance(r, BaseException) and t.item.id in lines]
         try:
             await asyncio.to_thread(self._flush, sink, entries)
         except Exception as exc:  # noqa: BLE001 - the message comes back; logged below
@@ -326,42 +327,55 @@ class DailyRun:
 
     def _after_decisions(self, run_date: str, decisions: dict[str, Decision],
                          tested: list[Tested], doc: dict[str, Any]) -> None:
-        """Reclassify the run's earlier failures of a new incident and schedule retests."""
+        """Reclassify the run's earlier failures of a new incident, and schedule a retest of
+        this message's connections that the incident holds."""
+        if self._incidents is None:
+            return
         for decision in decisions.values():
             if decision.incident_id is None:
                 continue
             try:
+                marked = {t.item.id: str((t.result.get("provider_error") or {}).get("code"))
+                          for t in tested if t.result.get("incident_id") ==
+                          decision.incident_id}
                 if decision.opened:
-                    for cid in sorted(decision.reclassify):
+                    reclassified = sum(
                         self._claims.reclassify(cid, run_date,
                                                 reclassify_actions(decision.incident_id))
-                if decision.opened or doc.get("retest") == decision.incident_id:
-                    ids = [t.item.id for t in tested if t.result.get("incident_id") ==
-                           decision.incident_id]
-                    self._schedule_retest(run_date, decision.incident_id, ids)
+                        for cid in sorted(decision.reclassify))
+                    self._incidents.add_affected(decision.incident_id, reclassified, set())
+                elif not doc.get("retest"):
+                    self._incidents.add_affected(decision.incident_id, len(marked),
+                                                 set(marked.values()))
+                ids = sorted(marked)
+                self._schedule_retest(run_date, decision.incident_id, ids,
+                                      int(doc.get("attempt") or 0) + 1)
             except Exception:  # noqa: BLE001 - the next run decides instead
                 logger.exception("incident follow-up failed",
                                  extra={"incident_id": decision.incident_id})
 
-    def _schedule_retest(self, run_date: str, incident_id: str, ids: list[str]) -> None:
-        if not ids or self._incidents is None:
-            return
-        attempt = self._incidents.count_retest(incident_id)
-        if attempt > self._settings.incident_max_retests:
+    def _schedule_retest(self, run_date: str, incident_id: str, ids: list[str],
+                         attempt: int) -> None:
+        """Test ``ids`` again after ``incident_retest_seconds`` (SQS DelaySeconds): the retest
+        is a run of its own (``<day>~<incident>~<attempt>``), so the claims let it through
+        and its counters decide whether the incident is over."""
+        if not ids or self._incidents is None or attempt > self._settings.incident_max_retests:
             return
         day = run_date.split("~", 1)[0]
-        body = {"run_date": f"{day}~{incident_id}~{attempt}",
-                "connection_ids": ids[:IDS_PER_MESSAGE], "retest": incident_id}
+        body = {"run_date": f"{day}~{incident_id}~{attempt}", "connection_ids": ids,
+                "retest": incident_id, "attempt": attempt}
         self._sqs().send_message(QueueUrl=self._settings.work_queue_url,
                                  MessageBody=json.dumps(body),
                                  DelaySeconds=self._settings.incident_retest_seconds)
+        self._incidents.count_retest(incident_id)
 
-    def _digest_entries(self, run_date: str, done: list[Tested]) -> list[DigestEntryModel]:
+    def _digest_entries(self, run_date: str, done: list[Tested]
+                        ) -> dict[str, DigestEntryModel]:
         """The digest lines of a message: connections that failed, recovered or became due
         for rotation (an incident's warnings are the admins' concern, not the owners')."""
         now = utcnow()
         expires = now + timedelta(days=7)
-        out: list[DigestEntryModel] = []
+        out: dict[str, DigestEntryModel] = {}
         for t in done:
             item, result = t.item, t.result
             if result.get("incident_id"):
@@ -376,12 +390,12 @@ class DailyRun:
                                     "days", "remediation": list(ROTATION_REMEDIATION)}
             if kind is None:
                 continue
-            out.append(DigestEntryModel(
+            out[item.id] = DigestEntryModel(
                 pk=f"digest#{run_date}", sk=f"{item.owner}#{item.id}", owner=item.owner,
                 connection_id=item.id, connection_name=item.name, provider=item.provider,
                 kind=kind, status=result["status"], code=error.get("code"),
                 message=error.get("message"), remediation=error.get("remediation") or [],
-                tested_at=result.get("tested_at") or iso(now), expires_at=expires))
+                tested_at=result.get("tested_at") or iso(now), expires_at=expires)
         return out
 
     def _rotation_due_today(self, item: ConnectionModel, now: Any) -> bool:

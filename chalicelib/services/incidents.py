@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets as pysecrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -105,20 +105,26 @@ class IncidentService:
             if not over and enough:
                 closed = self._close(tally.incident_id, key, run_id)
                 return Decision(None, closed=closed)
-            if failures:
-                self._repo.add_affected(tally.incident_id, len(failures), set(failures.values()))
             return Decision(tally.incident_id)
         if tally.tested >= s.incident_min_connections and over and tally.failed > 0:
-            incident_id, opened = self._open(run_id, key, provider, base_url, tally.failed,
-                                             tally.failed_ids, failures)
+            incident_id, opened = self._open(run_id, key, provider, base_url, failures,
+                                             tally.failed)
             return Decision(incident_id, opened=opened,
                             reclassify=tally.failed_ids - set(failures) if opened
                             else frozenset())
         return Decision(None)
 
+    def add_affected(self, incident_id: str, count: int, codes: set[str]) -> None:
+        """Count connections marked with the incident (each once: a message's own failures,
+        or the run's earlier ones reclassified; retests mark again and are not counted)."""
+        if count:
+            self._repo.add_affected(incident_id, count, codes)
+
     def _open(self, run_id: str, key: str, provider: str, base_url: str | None,
-              failed: int, failed_ids: Iterable[str], failures: dict[str, str]
-              ) -> tuple[str, bool]:
+              failures: dict[str, str], seen: int) -> tuple[str, bool]:
+        """Open an incident; ``affected`` starts with this message's failures (the run's
+        earlier ones are added as they are reclassified); ``seen``: the run's so far."""
+        failed = len(failures)
         now = utcnow()
         incident = IncidentModel(
             pk="incident", sk=f"inc_{now.strftime('%Y%m%d%H%M%S')}_{pysecrets.token_hex(4)}",
@@ -126,7 +132,7 @@ class IncidentService:
             started_at=iso(now), run_date=run_id.split("~", 1)[0], affected=failed,
             codes=set(failures.values()) or None, retests=0)
         audit = self._audit.event(SYSTEM, "incident.open", f"incident:{incident.sk}",
-                                  detail={"provider": provider, "affected": failed,
+                                  detail={"provider": provider, "failing_in_run": seen,
                                           "codes": sorted(set(failures.values())),
                                           "run": run_id})
         incident_id = self._repo.open(incident, run_id, audit)
@@ -134,7 +140,7 @@ class IncidentService:
             return incident_id, False
         metrics.add_metric(name="ProviderIncidentsOpened", unit="Count", value=1)
         logger.warning("provider incident opened", extra={
-            "incident_id": incident_id, "provider": provider, "affected": failed})
+            "incident_id": incident_id, "provider": provider, "failing_in_run": seen})
         self._publish(self.alert("opened", incident))
         return incident_id, True
 
