@@ -377,3 +377,53 @@ def _expiry() -> Any:
     from chalicelib.services.common import utcnow
 
     return utcnow() + timedelta(days=1)
+
+
+def test_the_dispatcher_groups_each_provider_key_and_packs_the_small_ones(env):
+    from types import SimpleNamespace
+
+    from chalicelib.api.deps import services
+    from chalicelib.services.daily import DailyRun
+    from chalicelib.services.incidents import provider_key
+
+    # Given due connections: 60 of one provider, 7 of a custom URL, and 30 custom URLs of 1
+    rows = ([SimpleNamespace(id=f"big{i}", provider="openai", base_url=None) for i in range(60)]
+            + [SimpleNamespace(id=f"mid{i}", provider="custom", base_url="https://m.example")
+               for i in range(7)]
+            + [SimpleNamespace(id=f"one{i}", provider="custom",
+                               base_url=f"https://u{i}.example") for i in range(30)])
+    sent: list[dict[str, Any]] = []
+
+    class Sqs:
+        def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> Any:
+            assert len(Entries) <= 10
+            sent.extend(json.loads(e["MessageBody"]) for e in Entries)
+            return {}
+
+    svc_ = services()
+    run = DailyRun(SimpleNamespace(due=lambda shard, _cutoff: iter(rows if shard == "s0"
+                                                                    else [])),
+                   SimpleNamespace(all_models=lambda: [SimpleNamespace(id=p, enabled=True)
+                                                       for p in ("openai", "custom")]),
+                   svc_.testing, svc_.daily._claims, Sqs, svc_.settings)
+
+    # When it dispatches
+    summary = run.dispatch()
+
+    # Then every id is sent once
+    ids = [i for doc in sent for i in doc["connection_ids"]]
+    assert sorted(ids) == sorted(r.id for r in rows) and summary["connections_queued"] == 97
+    keys = {r.id: provider_key(r.provider, r.base_url) for r in rows}
+    # And a message holds one provider key, at least the incident minimum of it, unless it is
+    # a "small" one packing keys too small for an incident (never counted)
+    for doc in sent:
+        mine = {keys[i] for i in doc["connection_ids"]}
+        if doc.get("small"):
+            assert all(k.startswith("custom|") for k in mine)
+            assert all(sum(1 for r in rows if keys[r.id] == k) < 5 for k in mine)
+        else:
+            assert len(mine) == 1 and len(doc["connection_ids"]) >= 5
+        assert len(doc["connection_ids"]) <= 25 + 4
+    assert sorted(len(d["connection_ids"]) for d in sent if not d.get("small")) == [7, 10, 25,
+                                                                                   25]
+    assert sorted(len(d["connection_ids"]) for d in sent if d.get("small")) == [5, 25]
