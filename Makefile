@@ -73,7 +73,7 @@ screenshots: $(BROWSER_STAMP)
 	$(PY) -m devtools.screenshots
 
 bench: $(STAMP)
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .local build .pytest_cache .mypy_cache .ruff_cache

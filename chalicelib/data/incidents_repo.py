@@ -12,13 +12,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from pynamodb.exceptions import TransactWriteError
-from pynamodb.expressions.condition import Condition
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.expressions.condition import Condition, size
 from pynamodb.expressions.update import Action
 
 from chalicelib.data.connections_repo import _reasons, _txn
 from chalicelib.data.models import AuditModel, IncidentModel, OpenIncidentModel, ProviderRunModel
 from chalicelib.data.paging import Page, decode_cursor, encode_cursor
+
+# About 7 KB of ids: the item is updated once per message of its provider, and every update
+# pays for the whole item (1 WRU per KB), on one partition key.
+FAILED_IDS_CAP = 250
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,20 @@ class IncidentRepository:
         actions: list[Action] = [M.tested.add(tested), M.failed.add(len(ids)),
                                  M.expires_at.set(expires_at)]
         if ids:
-            actions.append(M.failed_ids.add(ids))
-        item.update(actions=actions)
+            # The ids are kept only while no incident is open, and at most FAILED_IDS_CAP of
+            # them: an item is capped at 400 KB, and every write pays for its whole size.
+            try:
+                item.update(actions=[*actions, M.failed_ids.add(ids)],
+                            condition=M.incident_id.does_not_exist() & (
+                                M.failed_ids.does_not_exist()
+                                | (size(M.failed_ids) < FAILED_IDS_CAP)))
+            except UpdateError as exc:
+                if getattr(exc, "cause_response_code", None) != \
+                        "ConditionalCheckFailedException":
+                    raise
+                item.update(actions=actions)
+        else:
+            item.update(actions=actions)
         if item.incident_id is None and not item.pointer_read:
             try:
                 pointer: OpenIncidentModel | None = OpenIncidentModel.get("open", key)
