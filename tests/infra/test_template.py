@@ -116,9 +116,14 @@ def test_the_audit_table_cannot_be_updated_or_deleted_by_any_role(templates, fun
 
 
 def _calls_in(tree: ast.AST) -> list[tuple[str, str]]:
-    """(receiver source, method) of every ``x.method(...)`` call under ``tree``."""
-    return [(ast.unparse(n.func.value), n.func.attr) for n in ast.walk(tree)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+    """(receiver source, name) of every call under ``tree`` (receiver "" for a plain name)."""
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            out.append((ast.unparse(n.func.value), n.func.attr))
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            out.append(("", n.func.id))
+    return out
 
 
 def test_the_only_batch_on_the_audit_table_puts_and_never_deletes():
