@@ -454,7 +454,13 @@ def render(results: dict[str, Any]) -> str:
                       "Lambda's event source mapping in the cloud, are shown apart. The "
                       "process max RSS includes moto's client side and every earlier section "
                       "of the bench, so it only ever grows; the traced peaks are the "
-                      "dispatcher's and one worker invocation's own allocations.", ""]
+                      "dispatcher's and one worker invocation's own allocations (flat against "
+                      "the count). The wall time is the emulator's: moto answers each "
+                      "DynamoDB request in turn, slower as its tables grow (this run seeds "
+                      "every size into the same tables), and on a shared machine it also "
+                      "measures the neighbours' load; DynamoDB serves the same calls in "
+                      "parallel (docs/scale.md works the cloud numbers out from the counts).",
+                      ""]
         small = results.get("daily_small")
         if small and not sizes:
             lines += [f"Memory against size: the same run with {small['connections']} "
