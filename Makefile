@@ -75,7 +75,7 @@ screenshots: $(BROWSER_STAMP)
 
 # The cold-start section runs the packaged bundle (build/dev).
 bench: $(STAMP) package
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .local build .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ from chalicelib.api import (
     console,
     events,
     http,
+    incidents,
     invoke,
     meta,
     notifications,
@@ -39,6 +40,7 @@ if os.environ.get("STAGE") == "local":
     from chalicelib.api import console_local
 
     app.register_blueprint(console_local.bp)
+app.register_blueprint(incidents.bp)
 openapi.bind(app)
 
 # The schedule is fixed at package time; each stage sets it in .chalice/config.json and the

@@ -244,8 +244,9 @@ def seed_connections(fake: str, count: int, latency_ms: int) -> None:
         repo.create = original  # type: ignore[method-assign]
 
 
-def drain_worker() -> tuple[float, int, int]:
-    """Run the SQS worker over the whole queue, one Lambda-sized batch at a time."""
+def drain_worker() -> tuple[float, int, int, float]:
+    """Run the SQS worker over the whole queue, one Lambda-sized batch at a time; the first
+    batch runs under tracemalloc (the worker's memory for one invocation: returned, MiB)."""
     import boto3
 
     from chalicelib.api import events
@@ -253,20 +254,26 @@ def drain_worker() -> tuple[float, int, int]:
     sqs = boto3.client("sqs")
     url = sqs.get_queue_url(QueueName=localenv.WORK_QUEUE)["QueueUrl"]
     busy = 0.0
+    worker_peak = 0
     batches = failed = 0
     while True:
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
                                    WaitTimeSeconds=0).get("Messages", [])
         if not msgs:
             break
+        if batches == 0:
+            tracemalloc.start()
         t = time.perf_counter()
         result = events.test_batch([(m["MessageId"], m["Body"]) for m in msgs])
         busy += time.perf_counter() - t
+        if batches == 0:
+            _, worker_peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
         batches += 1
         failed += len(result["batchItemFailures"])
         sqs.delete_message_batch(QueueUrl=url, Entries=[
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
-    return busy, batches, failed
+    return busy, batches, failed, worker_peak / 2**20
 
 
 def bench_daily(fake: str, count: int, latency_ms: int, concurrency: int) -> dict[str, Any]:
@@ -291,8 +298,13 @@ def bench_daily(fake: str, count: int, latency_ms: int, concurrency: int) -> dic
     from tests.support.aws_calls import count_aws_calls
 
     with count_aws_calls() as calls:
-        busy, batches, failed = drain_worker()
+        busy, batches, failed, worker_peak_mib = drain_worker()
     tested = dispatched["connections_queued"]
+    # The queue's own calls (ReceiveMessage, DeleteMessageBatch) are Lambda's event source
+    # mapping in the cloud, not the function's: counted apart.
+    platform = {k: n for k, n in calls.items() if k[0] == "sqs" and k[1] in (
+        "ReceiveMessage", "DeleteMessageBatch", "GetQueueUrl")}
+    app_calls = sum(calls.values()) - sum(platform.values())
     ideal = tested * latency_ms / 1000 / concurrency
     return {
         "connections": tested, "provider_latency_ms": latency_ms, "concurrency": concurrency,
@@ -300,7 +312,11 @@ def bench_daily(fake: str, count: int, latency_ms: int, concurrency: int) -> dic
         "worker_busy_s": round(busy, 2), "ideal_s": round(ideal, 2),
         "ratio_to_ideal": round(busy / ideal, 2) if ideal else None, "goal_ratio": 1.3,
         "worker_batches": batches, "failed_messages": failed,
-        "aws_calls_per_connection": round(sum(calls.values()) / max(1, tested), 2),
+        "aws_calls_per_connection": round(app_calls / max(1, tested), 3),
+        "goal_calls_per_connection": 3.2,
+        "queue_calls_per_connection": round(sum(platform.values()) / max(1, tested), 3),
+        "dispatch_messages": dispatched["messages"],
+        "worker_first_batch_peak_traced_mib": round(worker_peak_mib, 2),
         "aws_calls_by_operation": {f"{s}:{o}": n for (s, o), n in sorted(calls.items())},
         "dispatch_peak_traced_mib": round(dispatch_peak / 2**20, 2),
         "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -483,14 +499,40 @@ def render(results: dict[str, Any]) -> str:
                   f"{d['max_rss_mib']} MiB",
                   f"- failed messages: {d['failed_messages']}",
                   f"- AWS calls per tested connection: {d.get('aws_calls_per_connection')} "
-                  f"({by_op})",
+                  f"(goal at most 3.2; all calls: {by_op})",
                   "",
                   "Reading: the worker's own concurrency is close to the ideal (the test phase "
                   "alone, above); the end-to-end run is bound by the emulator, which serialises "
                   "DynamoDB requests (moto's transactions are not thread-safe) at several ms "
                   "each. Against DynamoDB those calls run in parallel.", ""]
+        sizes = results.get("daily_by_size") or {}
+        if sizes:
+            lines += ["### Against the count", "",
+                      "| connections | messages | worker wall s | ideal s | ratio | "
+                      "AWS calls / connection | dispatcher peak MiB (traced) | worker peak "
+                      "MiB, one batch (traced) | process max RSS MiB |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            for _n, r in sorted(sizes.items(), key=lambda kv: int(kv[0])):
+                lines.append(
+                    f"| {r['connections']} | {r.get('dispatch_messages')} | "
+                    f"{r['worker_busy_s']} | {r['ideal_s']} | {r['ratio_to_ideal']}x | "
+                    f"{r['aws_calls_per_connection']} (+{r.get('queue_calls_per_connection')} "
+                    f"queue) | {r['dispatch_peak_traced_mib']} | "
+                    f"{r.get('worker_first_batch_peak_traced_mib')} | {r['max_rss_mib']} |")
+            lines += ["", "AWS calls per connection count what the functions call (goal at "
+                      "most 3.2); the queue's ReceiveMessage/DeleteMessageBatch, done by "
+                      "Lambda's event source mapping in the cloud, are shown apart. The "
+                      "process max RSS includes moto's client side and every earlier section "
+                      "of the bench, so it only ever grows; the traced peaks are the "
+                      "dispatcher's and one worker invocation's own allocations (flat against "
+                      "the count). The wall time is the emulator's: moto answers each "
+                      "DynamoDB request in turn, slower as its tables grow (this run seeds "
+                      "every size into the same tables), and on a shared machine it also "
+                      "measures the neighbours' load; DynamoDB serves the same calls in "
+                      "parallel (docs/scale.md works the cloud numbers out from the counts).",
+                      ""]
         small = results.get("daily_small")
-        if small:
+        if small and not sizes:
             lines += [f"Memory against size: the same run with {small['connections']} "
                       f"connections first: dispatcher peak {small['dispatch_peak_traced_mib']} "
                       f"MiB traced, process max RSS {small['max_rss_mib']} MiB; worker "
@@ -548,7 +590,10 @@ def render(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=2000)
-    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--small", type=int, default=0)
+    # 10,000 takes a few minutes on the emulator; `make bench BENCH_ARGS=--daily-sizes=2000`
+    # for a quicker run.
+    parser.add_argument("--daily-sizes", default="2000,10000")
     parser.add_argument("--latency-ms", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--import-runs", type=int, default=15)
@@ -587,9 +632,15 @@ def main() -> None:
                 results["daily_small"] = bench_daily(fake, args.small, args.latency_ms,
                                                      args.concurrency)
                 print("daily_small", results["daily_small"], flush=True)
-            results["daily"] = bench_daily(fake, args.connections, args.latency_ms,
-                                           args.concurrency)
-            print("daily", results["daily"], flush=True)
+            results["daily_by_size"] = {}
+            for n in [int(x) for x in args.daily_sizes.split(",") if x.strip()]:
+                got = bench_daily(fake, n, args.latency_ms, args.concurrency)
+                results["daily_by_size"][str(n)] = got
+                print("daily", n, got, flush=True)
+            if results["daily_by_size"]:
+                results["daily"] = results["daily_by_size"][min(results["daily_by_size"],
+                                                                key=int)]
+                results.pop("daily_small", None)
     if "coldstart" in only:
         results["cold_start"] = bench_cold_start(args.cold_runs)
         print("cold_start", results["cold_start"], flush=True)

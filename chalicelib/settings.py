@@ -60,6 +60,7 @@ class Tables:
     idempotency: str
     usage: str
     subscriptions: str
+    daily: str
 
 
 # The environment variable behind each table name; infra and the local bootstrap use this map.
@@ -73,6 +74,7 @@ TABLE_ENV: dict[str, str] = {
     "idempotency": "IDEMPOTENCY_TABLE",
     "usage": "USAGE_TABLE",
     "subscriptions": "SUBSCRIPTIONS_TABLE",
+    "daily": "DAILY_TABLE",
 }
 
 
@@ -106,6 +108,14 @@ class Settings:
     cognito_domain_url: str = ""
     cognito_client_id: str = ""
     local_signin_key_file: str = ""
+    # A provider incident: within one run, at least this many of a provider's connections
+    # tested and at least this share of them failing with provider-side codes.
+    incident_min_connections: int = 5
+    incident_failure_pct: int = 50
+    # While an incident is open the worker retests its connections after this delay (SQS
+    # DelaySeconds, at most 15 minutes), at most this many times; then the next run decides.
+    incident_retest_seconds: int = 900
+    incident_max_retests: int = 8
 
 
 @lru_cache(maxsize=1)
@@ -148,4 +158,8 @@ def get_settings() -> Settings:
         cognito_domain_url=os.environ.get("COGNITO_DOMAIN_URL", "").strip().rstrip("/"),
         cognito_client_id=os.environ.get("COGNITO_CLIENT_ID", "").strip(),
         local_signin_key_file=local_signin,
+        incident_min_connections=_int("INCIDENT_MIN_CONNECTIONS", 5, 1, 100000),
+        incident_failure_pct=_int("INCIDENT_FAILURE_PCT", 50, 1, 100),
+        incident_retest_seconds=_int("INCIDENT_RETEST_SECONDS", 900, 0, 900),
+        incident_max_retests=_int("INCIDENT_MAX_RETESTS", 8, 0, 96),
     )

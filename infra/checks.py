@@ -336,10 +336,11 @@ def check_policies(template: Json, stage: str, fns: list[LambdaInfo],
                 not in allowed:
             problems.append(f"{role_id}: the previous key without the current one")
         audit_allowed = {a for r, a in allowed if r == policy.AUDIT_TABLE}
-        if audit_allowed - policy.AUDIT_ALLOWED:
+        if audit_allowed - policy.audit_allowed(fn.name):
             problems.append(f"{role_id}: the audit table must stay append-only, but "
-                            f"{sorted(audit_allowed - policy.AUDIT_ALLOWED)} are allowed")
-        for action in policy.AUDIT_DENIED:
+                            f"{sorted(audit_allowed - policy.audit_allowed(fn.name))} "
+                            "are allowed")
+        for action in policy.audit_denied(fn.name):
             if (policy.AUDIT_TABLE, action) not in denied:
                 problems.append(f"{role_id}: no explicit Deny of {action} on the audit table")
     declared = set(policy.POLICIES)

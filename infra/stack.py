@@ -236,9 +236,10 @@ def platform_statements(fn: LambdaInfo, stage: str) -> list[Json]:
     return out
 
 
-def audit_deny_statement() -> Json:
+def audit_deny_statement(function: str) -> Json:
     return {"Sid": "AuditTrailIsAppendOnly", "Effect": "Deny",
-            "Action": list(policy.AUDIT_DENIED), "Resource": resource_arn(policy.AUDIT_TABLE)}
+            "Action": list(policy.audit_denied(function)),
+            "Resource": resource_arn(policy.AUDIT_TABLE)}
 
 
 def _roles(stage: str, fns: list[LambdaInfo]) -> Json:
@@ -262,7 +263,7 @@ def _roles(stage: str, fns: list[LambdaInfo]) -> Json:
                 "RoleName": _ref(role_id(fn)),
                 "PolicyName": f"{fn.physical_name(stage)}-least-privilege",
                 "PolicyDocument": {"Version": "2012-10-17", "Statement": [
-                    *app_statements(fn), audit_deny_statement(),
+                    *app_statements(fn), audit_deny_statement(fn.name),
                     *platform_statements(fn, stage)]},
             },
         }

@@ -9,7 +9,8 @@ from chalicelib.crypto import EnvelopeCipher
 from chalicelib.data import aws
 from chalicelib.data.audit_repo import AuditRepository
 from chalicelib.data.connections_repo import ConnectionRepository
-from chalicelib.data.daily_repo import DailyClaimRepository
+from chalicelib.data.daily_repo import DailyClaimRepository, RunRepository
+from chalicelib.data.incidents_repo import IncidentRepository
 from chalicelib.data.models import bind_models
 from chalicelib.data.providers_repo import ProviderRepository
 from chalicelib.data.tests_repo import TestHistoryRepository
@@ -18,7 +19,9 @@ from chalicelib.services.alerts import AlertService
 from chalicelib.services.audit import AuditService
 from chalicelib.services.connections import ConnectionService
 from chalicelib.services.daily import DailyRun
+from chalicelib.services.digest import DigestService
 from chalicelib.services.idempotency import IdempotentRunner
+from chalicelib.services.incidents import IncidentService
 from chalicelib.services.invoke import InvokeService
 from chalicelib.services.providers import ProviderService
 from chalicelib.services.subscriptions import SubscriptionService
@@ -38,6 +41,7 @@ class Services:
     subscriptions: SubscriptionService
     daily: DailyRun
     usage: InvokeService
+    incidents: IncidentService
 
 
 @lru_cache(maxsize=1)
@@ -70,14 +74,19 @@ def services() -> Services:
     testing = TestingService(connections, providers, repo, TestHistoryRepository(), audit,
                              settings, on_result=alerts.on_result)
     subscriptions = SubscriptionService(sns, settings, audit)
+    incidents = IncidentService(IncidentRepository(), audit, settings, alerts.publish,
+                                provider_name)
+    runs = RunRepository()
     daily = DailyRun(repo, providers, testing, DailyClaimRepository(),
                      lambda: aws.client("sqs"), settings,
                      concurrency=settings.daily_concurrency,
-                     per_provider=settings.daily_provider_cap)
+                     per_provider=settings.daily_provider_cap,
+                     incidents=incidents, runs=runs,
+                     digests=DigestService(runs, subscriptions.wants_digest, alerts.publish))
     invoke = InvokeService(connections, providers, testing,
                            UsageRepository(settings.tables.usage), audit, settings)
     return Services(settings, audit, providers, connections, idem, testing, alerts,
-                    subscriptions, daily, invoke)
+                    subscriptions, daily, invoke, incidents)
 
 
 def reset() -> None:

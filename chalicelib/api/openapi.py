@@ -101,6 +101,9 @@ ROUTE_DOCS: dict[tuple[str, str], dict[str, Any]] = {
                                               "responses": {"200": _page("Subscription")}},
     ("DELETE", "/notifications/subscriptions/{subscription_id}"): {
         "summary": "Unsubscribe", "responses": {"204": None}},
+    ("GET", "/incidents"): {"summary": "Provider incidents, newest first (users: catalogue "
+                                       "providers only; admins: custom base URLs too)",
+                            "paged": True, "responses": {"200": _page("Incident")}},
 }
 
 _OBJ = {"type": "object"}
@@ -187,10 +190,22 @@ def _static_schemas() -> dict[str, Any]:
         "SubscriptionRequest": {"type": "object", "required": ["protocol", "endpoint"],
                                 "properties": {"protocol": {"enum": ["email"]},
                                                "endpoint": _STR,
-                                               "scope": {"enum": ["own", "all"]}}},
+                                               "scope": {"enum": ["own", "all"]},
+                                               "delivery": {"enum": ["immediate", "digest"]}}},
         "Subscription": {"type": "object", "properties": {
             "id": _STR, "protocol": _STR, "endpoint": _STR, "scope": _STR,
+            "delivery": {"enum": ["all", "immediate", "digest"]},
             "status": _STR, "created_at": _STR}},
+        # A provider incident: many of one provider's connections failing at once with
+        # provider-side codes; its connections show status "warning" with the warning code
+        # "provider_incident" and "incident_id" in the warning.
+        "Incident": {"type": "object", "required": ["id", "provider", "state", "started_at",
+                                                    "affected", "codes"], "properties": {
+            "id": _STR, "provider": _STR, "base_url": _NSTR,
+            "state": {"enum": ["open", "closed"]}, "started_at": _STR, "ended_at": _NSTR,
+            "affected": _INT, "codes": {"type": "array", "items": {"enum": [
+                "provider_unavailable", "timeout", "network_error", "bad_response"]}},
+            "run_date": _STR, "retests": _INT}},
     }
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.data.batch import put_all
 from chalicelib.data.models import AuditModel
 from chalicelib.data.paging import Page, decode_cursor, encode_cursor
 
@@ -14,6 +16,16 @@ class AuditRepository:
     def put(self, item: AuditModel) -> None:
         """Write one event; the condition makes the write append-only."""
         item.save(condition=AuditModel.sk.does_not_exist())
+
+    def append_many(self, items: Sequence[AuditModel]) -> None:
+        """Write many events with BatchWriteItem: puts only, never a delete request.
+
+        A batch put cannot carry a condition, so it is append-only by its keys: each event's
+        sort key holds its time and a fresh random id, so a put never lands on an existing
+        event. Only the daily worker's role may call BatchWriteItem on this table (every other
+        role has an explicit Deny), and tests/infra checks that no code deletes through it."""
+        put_all(lambda: AuditModel.batch_write(auto_commit=False), AuditModel.from_raw_data,
+                items)
 
     def add_to(self, txn: TransactWrite, item: AuditModel) -> None:
         """Write the event in the same transaction as the change it records."""

@@ -7,12 +7,19 @@ records the result.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
-from chalicelib.data.models import ConnectionModel, DailyClaimAttribute
+from chalicelib.data.batch import put_all
+from chalicelib.data.models import (
+    ConnectionModel,
+    DailyClaimAttribute,
+    DigestEntryModel,
+    RunProgressModel,
+)
 
 
 def _conditional_failed(exc: Exception) -> bool:
@@ -70,3 +77,56 @@ class DailyClaimRepository:
         except UpdateError as exc:
             if not _conditional_failed(exc):
                 raise
+
+    def reclassify(self, connection_id: str, run_date: str, actions: list[Action]) -> bool:
+        """Apply ``actions`` to a connection whose result of ``run_date`` is still red (a
+        failure recorded before its provider's incident was recognised)."""
+        M = ConnectionModel
+        try:
+            M(id=connection_id).update(
+                actions=actions,
+                condition=(M.daily.run_date == run_date) & (M.status == "error"),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+
+class RunRepository:
+    """A run's progress (messages queued against messages finished) and its digest lines."""
+
+    def add_messages(self, run_date: str, count: int, expires_at: datetime) -> tuple[int, int]:
+        """Count queued messages; return (queued, finished) so far."""
+        item = RunProgressModel(pk=f"run#{run_date}")
+        item.update(actions=[RunProgressModel.messages.add(count),
+                             RunProgressModel.expires_at.set(expires_at)])
+        return int(item.messages or 0), int(item.done or 0)
+
+    def finish_message(self, run_date: str, expires_at: datetime) -> tuple[int, int]:
+        """Count one finished message; return (queued, finished) so far."""
+        item = RunProgressModel(pk=f"run#{run_date}")
+        item.update(actions=[RunProgressModel.done.add(1),
+                             RunProgressModel.expires_at.set(expires_at)])
+        return int(item.messages or 0), int(item.done or 0)
+
+    def claim_digest(self, run_date: str, now: str) -> bool:
+        """Take the run's one digest sending (a redelivered or duplicated trigger loses)."""
+        try:
+            RunProgressModel(pk=f"run#{run_date}").update(
+                actions=[RunProgressModel.digest_at.set(now)],
+                condition=RunProgressModel.digest_at.does_not_exist())
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def add_entries(self, entries: Sequence[DigestEntryModel]) -> None:
+        put_all(lambda: DigestEntryModel.batch_write(auto_commit=False),
+                DigestEntryModel.from_raw_data, entries)
+
+    def entries(self, run_date: str) -> Iterator[DigestEntryModel]:
+        """The run's digest lines, by owner (the sort key starts with the owner)."""
+        yield from DigestEntryModel.query(f"digest#{run_date}", page_size=500)

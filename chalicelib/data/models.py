@@ -17,6 +17,7 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
@@ -71,7 +72,9 @@ class DueIndex(GlobalSecondaryIndex["ConnectionModel"]):
 
     class Meta:
         index_name = "due-index"
-        projection = IncludeProjection(["owner", "provider"])
+        # base_url: the dispatcher groups a run's messages by provider and base URL (the key
+        # a provider incident is counted under).
+        projection = IncludeProjection(["owner", "provider", "base_url"])
 
     due_shard = UnicodeAttribute(hash_key=True)
     last_tested_at = UnicodeAttribute(range_key=True)
@@ -241,6 +244,99 @@ class SubscriptionModel(_Base):
     scope = UnicodeAttribute()
     subscription_arn = UnicodeAttribute()
     created_at = UnicodeAttribute()
+    # "immediate" (one message per alert) or "digest" (one per owner per run); absent on
+    # subscriptions made before digests existed, which are immediate.
+    delivery = UnicodeAttribute(null=True)
+
+
+class IncidentModel(_Base):
+    """A provider incident (``pk`` "incident", ``sk`` its id, time-ordered): many of one
+    provider's connections failing at once with provider-side codes."""
+
+    class Meta(_Base.Meta):
+        env_key = "daily"
+
+    pk = UnicodeAttribute(hash_key=True, default="incident")
+    sk = UnicodeAttribute(range_key=True)
+    provider = UnicodeAttribute()
+    base_url = UnicodeAttribute(null=True)
+    provider_key = UnicodeAttribute()
+    state = UnicodeAttribute()  # "open" | "closed"
+    started_at = UnicodeAttribute()
+    ended_at = UnicodeAttribute(null=True)
+    run_date = UnicodeAttribute()
+    affected = NumberAttribute(default=0)
+    codes = UnicodeSetAttribute(null=True)
+    retests = NumberAttribute(default=0)
+
+
+class ProviderRunModel(_Base):
+    """Counters of one run (``pk`` "run#<run id>") for one provider key (``sk``): a run spans
+    many messages and worker invocations, so its tally lives here, updated atomically."""
+
+    class Meta(_Base.Meta):
+        env_key = "daily"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    tested = NumberAttribute(default=0)
+    failed = NumberAttribute(default=0)
+    # Connections that failed with provider-side codes before an incident was open: the ones
+    # to reclassify when it opens.
+    failed_ids = UnicodeSetAttribute(null=True)
+    incident_id = UnicodeAttribute(null=True)
+    pointer_read = BooleanAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+class OpenIncidentModel(_Base):
+    """The open incident of a provider key (``pk`` "open", ``sk`` the key): at most one, by
+    a conditional put."""
+
+    class Meta(_Base.Meta):
+        env_key = "daily"
+
+    pk = UnicodeAttribute(hash_key=True, default="open")
+    sk = UnicodeAttribute(range_key=True)
+    incident_id = UnicodeAttribute()
+    started_at = UnicodeAttribute()
+
+
+class RunProgressModel(_Base):
+    """A run's progress (``pk`` "run#<run date>", ``sk`` "#run"): messages queued by the
+    dispatcher and finished by workers; the digests go out once when they meet."""
+
+    class Meta(_Base.Meta):
+        env_key = "daily"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True, default="#run")
+    messages = NumberAttribute(default=0)
+    done = NumberAttribute(default=0)
+    digest_at = UnicodeAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+class DigestEntryModel(_Base):
+    """One line of an owner's digest for a run (``pk`` "digest#<run date>", ``sk``
+    "<owner>#<connection id>"): a connection that failed, recovered or is due for rotation."""
+
+    class Meta(_Base.Meta):
+        env_key = "daily"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    owner = UnicodeAttribute()
+    connection_id = UnicodeAttribute()
+    connection_name = UnicodeAttribute()
+    provider = UnicodeAttribute()
+    kind = UnicodeAttribute()  # "failure" | "reminder" | "recovery" | "rotation_due"
+    status = UnicodeAttribute()
+    code = UnicodeAttribute(null=True)
+    message = UnicodeAttribute(null=True)
+    remediation = JSONAttribute(null=True)
+    tested_at = UnicodeAttribute()
+    expires_at = TTLAttribute(null=True)
 
 
 class IdempotencyModel(_Base):
@@ -263,10 +359,12 @@ ALL_MODELS: tuple[type[_Base], ...] = (
     UsageModel,
     SubscriptionModel,
     IdempotencyModel,
+    IncidentModel,
 )
 
 # Models that share a table with one of ALL_MODELS (bound, never created on their own).
-SHARED_MODELS: tuple[type[_Base], ...] = ()
+SHARED_MODELS: tuple[type[_Base], ...] = (ProviderRunModel, OpenIncidentModel,
+                                          RunProgressModel, DigestEntryModel)
 
 _bound: tuple[str, ...] | None = None
 

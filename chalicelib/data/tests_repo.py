@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+from chalicelib.data.batch import put_all
 from chalicelib.data.models import TestRecordModel
 from chalicelib.data.paging import Page, decode_cursor, encode_cursor
 
@@ -13,6 +14,11 @@ class TestHistoryRepository:
 
     def add(self, record: TestRecordModel) -> None:
         record.save()
+
+    def add_many(self, records: Sequence[TestRecordModel]) -> None:
+        """Write many records with BatchWriteItem (unprocessed items resent until written)."""
+        put_all(lambda: TestRecordModel.batch_write(auto_commit=False),
+                TestRecordModel.from_raw_data, records)
 
     def page(self, connection_id: str, *, cursor: str | None, limit: int
              ) -> Page[TestRecordModel]:

@@ -105,6 +105,10 @@ class AlertService:
         self.failed = 0
 
     def on_result(self, item: ConnectionModel, result: dict[str, Any], trigger: str) -> None:
+        if result.get("incident_id"):
+            # The provider's failure, not the owner's: the admins got the incident's alert,
+            # and the connection's alert state stays as it was.
+            return
         now = iso(utcnow())
         kind = decide(item.alert, result["status"], now, self._settings.alert_reminder_days)
         if kind is None:
@@ -162,11 +166,13 @@ class AlertService:
             except Exception as exc:  # noqa: BLE001 - every failure is retried the same way
                 logger.warning("alert publish failed", extra={
                     "attempt": attempt, "error": type(exc).__name__,
-                    "connection_id": message["attributes"]["connection_id"]})
+                    "connection_id": message["attributes"].get("connection_id"),
+                    "kind": message["attributes"].get("kind")})
                 if attempt < self._attempts:
                     self._sleep(min(2.0, 0.2 * 2 ** attempt))
         self.failed += 1
         metrics.add_metric(name=ALERT_PUBLISH_FAILURES, unit="Count", value=1)
         logger.error("alert not delivered after retries",
-                     extra={"connection_id": message["attributes"]["connection_id"]})
+                     extra={"connection_id": message["attributes"].get("connection_id"),
+                            "kind": message["attributes"].get("kind")})
         return False

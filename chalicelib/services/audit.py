@@ -60,6 +60,15 @@ class AuditService:
             # the user too; log loudly instead (an alarm watches this log metric).
             logger.exception("audit write failed", extra={"action": action, "target": target})
 
+    def record_many(self, events: list[AuditModel]) -> None:
+        """Write built events in batches. A failure is logged like ``record``'s and raised:
+        the daily worker's message then fails and comes back."""
+        try:
+            self._repo.append_many(events)
+        except Exception:
+            logger.exception("audit write failed", extra={"events": len(events)})
+            raise
+
     def list(
         self, caller: Caller, *, user: str | None, action: str | None, target: str | None,
         cursor: str | None, limit: int,

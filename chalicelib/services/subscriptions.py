@@ -20,10 +20,19 @@ from chalicelib.settings import Settings
 _EMAIL = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"  # noqa: E501
 
 
+# The alert kinds (SNS attribute ``kind``) each delivery receives.
+DELIVERY_KINDS: dict[str, tuple[str, ...]] = {
+    "immediate": ("failure", "reminder", "recovery", "incident.opened", "incident.closed"),
+    "digest": ("digest", "incident.opened", "incident.closed"),
+}
+
+
 class SubscriptionRequest(Strict):
     protocol: Literal["email"]
     endpoint: Annotated[str, Field(min_length=3, max_length=254, pattern=_EMAIL)]
     scope: Literal["own", "all"] = "own"
+    # Absent: every message for the scope (as before digests existed).
+    delivery: Literal["immediate", "digest"] | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -52,8 +61,13 @@ class SubscriptionService:
             raise Conflict("this address is already subscribed", field="endpoint",
                            code="already_exists")
         attributes: dict[str, str] = {}
+        policy: dict[str, Any] = {}
         if data.scope == "own":
-            attributes["FilterPolicy"] = json.dumps({"owner": [caller.user_id]})
+            policy["owner"] = [caller.user_id]
+        if data.delivery is not None:
+            policy["kind"] = list(DELIVERY_KINDS[data.delivery])
+        if policy:
+            attributes["FilterPolicy"] = json.dumps(policy)
             attributes["FilterPolicyScope"] = "MessageAttributes"
         try:
             resp = self._sns().subscribe(
@@ -71,12 +85,17 @@ class SubscriptionService:
         item = SubscriptionModel(
             owner=caller.user_id, subscription_id=new_id("sub"), protocol=data.protocol,
             endpoint=data.endpoint, scope=data.scope, subscription_arn=resp["SubscriptionArn"],
-            created_at=iso(utcnow()),
+            created_at=iso(utcnow()), delivery=data.delivery,
         )
         item.save()
         self._audit.record(caller, "subscription.create", f"subscription:{item.subscription_id}",
-                           target_owner=caller.user_id, detail={"scope": data.scope})
+                           target_owner=caller.user_id,
+                           detail={"scope": data.scope, "delivery": data.delivery or "all"})
         return to_view(item)
+
+    def wants_digest(self, owner: str) -> bool:
+        """Whether ``owner`` has a digest subscription (a digest is published only then)."""
+        return any(s.delivery == "digest" for s in SubscriptionModel.query(owner, limit=100))
 
     def list(self, caller: Caller) -> list[dict[str, Any]]:
         return [to_view(s) for s in SubscriptionModel.query(caller.user_id, limit=100)]
@@ -101,7 +120,8 @@ class SubscriptionService:
 def to_view(s: SubscriptionModel) -> dict[str, Any]:
     pending = "pending" in (s.subscription_arn or "").lower()
     return {"id": s.subscription_id, "protocol": s.protocol, "endpoint": s.endpoint,
-            "scope": s.scope, "status": "pending_confirmation" if pending else "subscribed",
+            "scope": s.scope, "delivery": s.delivery or "all",
+            "status": "pending_confirmation" if pending else "subscribed",
             "created_at": s.created_at}
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import secrets as pysecrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from chalicelib.data.connections_repo import ConnectionRepository
-from chalicelib.data.models import ConnectionModel, ProviderModel, TestRecordModel
+from chalicelib.data.models import AuditModel, ConnectionModel, ProviderModel, TestRecordModel
 from chalicelib.data.paging import BadCursor
 from chalicelib.data.tests_repo import TestHistoryRepository
 from chalicelib.errors import InvalidInput, Unprocessable
@@ -38,6 +38,15 @@ class Prepared:
     item: ConnectionModel
     provider: ProviderModel | None
     target: Any  # chalicelib.providers.base.Target, or None when the provider is unusable
+
+
+@dataclass
+class RecordSink:
+    """History and audit items held back to be written in batches (the daily worker writes
+    one message's worth with BatchWriteItem instead of two PutItems per connection)."""
+
+    history: list[TestRecordModel] = field(default_factory=list)
+    audit: list[AuditModel] = field(default_factory=list)
 
 
 def failed_outcome(code: str, message: str) -> dict[str, Any]:
@@ -188,9 +197,12 @@ class TestingService:
     # recording -----------------------------------------------------------------------
 
     def record(self, item: ConnectionModel, result: dict[str, Any], *, trigger: str,
-               caller: Caller, also: Sequence[Any] = ()) -> None:
+               caller: Caller, also: Sequence[Any] = (), sink: RecordSink | None = None
+               ) -> None:
         """Save a result: connection status, history entry, audit event, alert hook.
-        ``also``: more update actions for the same write (the daily run completes its claim)."""
+        ``also``: more update actions for the same write (the daily run completes its claim).
+        ``sink``: hold the history entry and audit event there for ``flush`` instead of
+        writing each on its own."""
         error = result.get("error") or {}
         tested_at = result.get("tested_at") or iso(utcnow())
         summary = {
@@ -224,7 +236,7 @@ class TestingService:
                 return
             raise
         now = utcnow()
-        self._history.add(TestRecordModel(
+        record = TestRecordModel(
             connection_id=item.id,
             sk=f"{tested_at}#{pysecrets.token_hex(4)}",
             owner=item.owner,
@@ -235,15 +247,35 @@ class TestingService:
             error_code=error.get("code"),
             result=result,
             expires_at=now + timedelta(days=self._settings.test_history_ttl_days),
-        ))
-        self._audit.record(caller, "connection.test", f"connection:{item.id}",
-                           target_owner=item.owner,
-                           outcome="success" if result["status"] != "error" else "failure",
-                           detail={"trigger": trigger, "status": result["status"],
-                                   "error_code": error.get("code")})
+        )
+        detail = {"trigger": trigger, "status": result["status"],
+                  "error_code": error.get("code")}
+        if result.get("incident_id"):
+            detail["incident_id"] = result["incident_id"]
+        outcome = "success" if result["status"] != "error" else "failure"
+        if sink is not None:
+            sink.history.append(record)
+            sink.audit.append(self._audit.event(caller, "connection.test",
+                                                f"connection:{item.id}",
+                                                target_owner=item.owner, outcome=outcome,
+                                                detail=detail))
+        else:
+            self._history.add(record)
+            self._audit.record(caller, "connection.test", f"connection:{item.id}",
+                               target_owner=item.owner, outcome=outcome, detail=detail)
         metrics.add_metric(name="ConnectionTests", unit="Count", value=1)
         if self._on_result is not None:
             self._on_result(item, result, trigger)
+
+    def flush(self, sink: RecordSink) -> None:
+        """Write what ``record`` held back: BatchWriteItem, 25 items a call, unprocessed
+        items resent until written."""
+        if sink.history:
+            self._history.add_many(sink.history)
+            sink.history = []
+        if sink.audit:
+            self._audit.record_many(sink.audit)
+            sink.audit = []
 
     # history and stats ----------------------------------------------------------------
 

@@ -93,8 +93,10 @@ def test_no_wildcard_or_service_wide_actions(templates, stage):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_the_audit_table_cannot_be_updated_or_deleted_by_any_role(templates, stage):
+def test_the_audit_table_cannot_be_updated_or_deleted_by_any_role(templates, functions, stage):
     audit = {"Fn::GetAtt": [names.table_logical_id("audit"), "Arn"]}
+    by_id = {fn.cfn_name: fn.name for fn in functions[stage]}
+    batch_writers = set()
     for fn_id, statements in role_policies(templates[stage]).items():
         # Given what each role allows on the audit table
         allowed = {a for st in statements if st["Effect"] == "Allow"
@@ -102,9 +104,46 @@ def test_the_audit_table_cannot_be_updated_or_deleted_by_any_role(templates, sta
         denied = {a for st in statements if st["Effect"] == "Deny"
                   and audit in as_list(st["Resource"]) for a in as_list(st["Action"])}
         # Then only appends and reads, and updates and deletes are denied outright
-        assert allowed <= {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"}, fn_id
-        assert {"dynamodb:UpdateItem", "dynamodb:DeleteItem",
-                "dynamodb:BatchWriteItem"} <= denied, fn_id
+        assert allowed <= {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query",
+                           "dynamodb:BatchWriteItem"}, fn_id
+        assert {"dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= denied, fn_id
+        # And batch writes (which IAM cannot restrict to puts) only for the daily worker
+        if "dynamodb:BatchWriteItem" in allowed:
+            batch_writers.add(by_id[fn_id])
+        else:
+            assert "dynamodb:BatchWriteItem" in denied, fn_id
+    assert batch_writers == {"test_worker"}
+
+
+def _calls_in(tree: ast.AST) -> list[tuple[str, str]]:
+    """(receiver source, name) of every call under ``tree`` (receiver "" for a plain name)."""
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            out.append((ast.unparse(n.func.value), n.func.attr))
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            out.append(("", n.func.id))
+    return out
+
+
+def test_the_only_batch_on_the_audit_table_puts_and_never_deletes():
+    # Given every batch opened on the audit model anywhere in the app's code
+    root = Path(__file__).resolve().parents[2]
+    openers = []
+    for path in [root / "app.py", *sorted((root / "chalicelib").rglob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and \
+                    ("AuditModel", "batch_write") in _calls_in(fn):
+                openers.append((path.name, fn))
+    # Then there is one, AuditRepository.append_many, and it hands its batch to put_all,
+    # which only ever saves (puts) into a batch: no delete request can reach the table
+    assert [(name, fn.name) for name, fn in openers] == [("audit_repo.py", "append_many")]
+    (_, append_many), = openers
+    assert {m for _, m in _calls_in(append_many)} == {"batch_write", "put_all"}
+    helper = ast.parse((root / "chalicelib/data/batch.py").read_text())
+    batch_calls = {m for recv, m in _calls_in(helper) if recv == "batch"}
+    assert batch_calls == {"save", "commit"}
 
 
 def test_the_key_policy_context_is_the_one_the_code_sends():
