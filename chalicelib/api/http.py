@@ -8,7 +8,6 @@ the few responses Chalice builds itself (405, 415) into the same error shape.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import time
 import uuid
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Chalice, Request, Response
 
-from chalicelib import errors
+from chalicelib import errors, strictjson
 from chalicelib.observability import flush_metrics, logger, tracer
 from chalicelib.services.common import Caller
 from chalicelib.services.identity import Principal, authenticate
@@ -219,9 +218,9 @@ class Ctx:
         if ctype != "application/json" and not ctype.endswith("+json"):
             raise errors.UnsupportedMediaType("request body must be application/json")
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise errors.InvalidInput("request body is not valid JSON", field="body") from None
+            body = strictjson.loads(raw)
+        except strictjson.MalformedJson as exc:
+            raise errors.InvalidInput(str(exc), field="body", code="invalid_json") from None
         if not isinstance(body, dict):
             raise errors.InvalidInput("request body must be a JSON object", field="body")
         self._parsed, self._body = True, body

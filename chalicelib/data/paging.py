@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from chalicelib import strictjson
+
 T = TypeVar("T")
 
 
@@ -39,7 +41,7 @@ def decode_cursor(cursor: str | None, scope: str) -> dict[str, Any] | None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        data = strictjson.loads(base64.urlsafe_b64decode(padded.encode()))
         key = data["k"]
         if data.get("s") != _scope_tag(scope) or not isinstance(key, dict):
             raise BadCursor("cursor does not belong to this listing")

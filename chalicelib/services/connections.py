@@ -36,10 +36,11 @@ from chalicelib.errors import (
 )
 from chalicelib.observability import secrets as secret_registry
 from chalicelib.providers.base import REMEDIATION, warning_dicts
+from chalicelib.services import text
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, new_id, parse_iso, utcnow
 from chalicelib.services.providers import ProviderService
-from chalicelib.services.validation import Strict, parse
+from chalicelib.services.validation import MultiLine, SingleLine, Strict, parse
 from chalicelib.settings import Settings
 
 MASK = "\u2022" * 8
@@ -48,8 +49,10 @@ EXPORT_FORMAT = "llm-connections-export"
 MAX_IMPORT = 40
 UPDATE_ATTEMPTS = 30  # a PATCH without If-Match outlasts this many concurrent writers
 
-Name = Annotated[str, Field(min_length=1, max_length=100)]
-Model = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$")]
+Name = Annotated[str, Field(min_length=1, max_length=100), SingleLine]
+Description = Annotated[str, Field(max_length=1000), MultiLine]
+ProviderId = Annotated[str, Field(min_length=1, max_length=40), SingleLine]
+Model = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$"), SingleLine]
 Url = Annotated[str, Field(min_length=1, max_length=2048)]
 
 
@@ -66,8 +69,8 @@ class ConnSettings(Strict):
 
 class ConnectionCreate(Strict):
     name: Name
-    description: Annotated[str, Field(max_length=1000)] | None = None
-    provider: Annotated[str, Field(min_length=1, max_length=40)]
+    description: Description | None = None
+    provider: ProviderId
     credentials: dict[str, Any]
     default_model: Model | None = None
     base_url: Url | None = None
@@ -76,8 +79,8 @@ class ConnectionCreate(Strict):
 
 class ConnectionPatch(Strict):
     name: Name | None = None
-    description: Annotated[str, Field(max_length=1000)] | None = None
-    provider: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    description: Description | None = None
+    provider: ProviderId | None = None
     credentials: dict[str, Any] | None = None
     default_model: Model | None = None
     base_url: Url | None = None
@@ -86,8 +89,8 @@ class ConnectionPatch(Strict):
 
 class ImportEntry(Strict):
     name: Name
-    description: Annotated[str, Field(max_length=1000)] | None = None
-    provider: Annotated[str, Field(min_length=1, max_length=40)]
+    description: Description | None = None
+    provider: ProviderId
     credentials: dict[str, Any] | None = None
     default_model: Model | None = None
     base_url: Url | None = None
@@ -103,11 +106,14 @@ class ImportDocument(Strict):
 
 class DependentBody(Strict):
     kind: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")]
-    display_name: Annotated[str, Field(min_length=1, max_length=200)]
+    display_name: Annotated[str, Field(min_length=1, max_length=200), SingleLine]
 
 
 def name_key(name: str) -> str:
-    return name.strip().casefold()
+    """The form names are unique in (per owner): NFKC, case-folded. Items written before
+    names were normalised keep the key they were stored with (``strip().casefold()``), so
+    their name lock still matches on delete and rename."""
+    return text.fold(name)
 
 
 def mask(value: str) -> str:

@@ -14,7 +14,7 @@ from chalicelib.data.providers_repo import ProviderExists, ProviderRepository, S
 from chalicelib.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, utcnow
-from chalicelib.services.validation import Strict, parse
+from chalicelib.services.validation import MultiLine, SingleLine, Strict, parse
 
 ADAPTERS = ("openai", "anthropic", "azure_openai", "bedrock", "google", "cohere")
 Adapter = Literal["openai", "anthropic", "azure_openai", "bedrock", "google", "cohere"]
@@ -23,11 +23,11 @@ Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,39}$")]
 
 class CredentialField(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
-    label: Annotated[str, Field(min_length=1, max_length=100)]
+    label: Annotated[str, Field(min_length=1, max_length=100), SingleLine]
     secret: bool
     required: bool = False
     pattern: Annotated[str, Field(max_length=300)] | None = None
-    help: Annotated[str, Field(max_length=500)] | None = None
+    help: Annotated[str, Field(max_length=500), MultiLine] | None = None
 
     @field_validator("pattern")
     @classmethod
@@ -58,15 +58,16 @@ Url = Annotated[str, Field(min_length=8, max_length=2048, pattern=r"^https?://")
 
 
 class ProviderBody(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Annotated[str, Field(min_length=1, max_length=100), SingleLine]
     adapter: Adapter
-    description: Annotated[str, Field(max_length=1000)] | None = None
+    description: Annotated[str, Field(max_length=1000), MultiLine] | None = None
     # Before base_url, so that base_url's check can see it (an error then names base_url).
     base_url_required: bool = False
     base_url: Annotated[Url | None, Field(validate_default=True)] = None
     credential_fields: Annotated[list[CredentialField], Field(min_length=1, max_length=12)]
     default_settings: DefaultSettings = DefaultSettings()
-    known_models: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]],
+    known_models: Annotated[list[Annotated[str, Field(min_length=1, max_length=200),
+                                           SingleLine]],
                             Field(max_length=500)] | None = None
     enabled: bool = True
 

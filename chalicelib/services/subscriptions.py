@@ -39,7 +39,10 @@ class SubscriptionRequest(Strict):
     def _no_spaces(cls, value: str) -> str:
         if value != value.strip():
             raise ValueError("must not have surrounding spaces")
-        return value
+        # The pattern already keeps to printable ASCII (no control, invisible or full-width
+        # characters); the domain is case-insensitive, so it is stored in one case.
+        local, _, domain = value.rpartition("@")
+        return f"{local}@{domain.lower()}"
 
 
 class SubscriptionService:
@@ -56,7 +59,8 @@ class SubscriptionService:
         # SNS keeps one subscription per (topic, protocol, address) and hands its ARN back to a
         # repeated Subscribe: a second record would share it, and deleting either record would
         # silently end the other's alerts.
-        if any(s.protocol == data.protocol and s.endpoint == data.endpoint
+        # Compared case-insensitively: mail systems deliver A@x and a@x to one mailbox.
+        if any(s.protocol == data.protocol and s.endpoint.casefold() == data.endpoint.casefold()
                for s in SubscriptionModel.query(caller.user_id, limit=100)):
             raise Conflict("this address is already subscribed", field="endpoint",
                            code="already_exists")

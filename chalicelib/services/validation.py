@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from chalicelib.errors import InvalidInput
+from chalicelib.services import text
 
 M = TypeVar("M", bound=BaseModel)
+
+
+# Put these last in an ``Annotated[str, Field(...), ...]``: lengths are checked first.
+SingleLine = AfterValidator(text.single_line)
+MultiLine = AfterValidator(text.multi_line)
 
 
 class Strict(BaseModel):
@@ -43,5 +49,6 @@ def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
         elif kind == "missing":
             message = f"{field} is required"
         else:
-            message = f"{field}: {first.get('msg', 'invalid value')}"
+            detail = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+            message = f"{field}: {detail}"
         raise InvalidInput(message, field=field) from None

@@ -122,7 +122,7 @@ def test_valid_token_is_accepted(api):
 def test_error_model_for_bad_json_type_size_and_method(api):
     bad_json = api.post("/connections", raw=b"{not json")
     assert bad_json.status_code == 400
-    assert bad_json.data["error"]["code"] == "invalid_field"
+    assert bad_json.data["error"]["code"] == "invalid_json"
     assert bad_json.data["error"]["field"] == "body"
     assert bad_json.data["error"]["request_id"]
 
