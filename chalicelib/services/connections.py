@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from chalicelib.crypto import Binding, EnvelopeCipher, Sealed
 from chalicelib.data.connections_repo import (
@@ -52,7 +52,16 @@ UPDATE_ATTEMPTS = 30  # a PATCH without If-Match outlasts this many concurrent w
 Name = Annotated[str, Field(min_length=1, max_length=100), SingleLine]
 Description = Annotated[str, Field(max_length=1000), MultiLine]
 ProviderId = Annotated[str, Field(min_length=1, max_length=40), SingleLine]
-Model = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s]+$"), SingleLine]
+
+
+def _one_word(value: str) -> str:
+    if any(ch.isspace() for ch in value):
+        raise ValueError("must not contain spaces")
+    return value
+
+
+Model = Annotated[str, Field(min_length=1, max_length=200), SingleLine,
+                  AfterValidator(_one_word)]
 Url = Annotated[str, Field(min_length=1, max_length=2048)]
 
 
