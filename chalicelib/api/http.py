@@ -26,7 +26,8 @@ from chalicelib.settings import Settings, get_settings
 if TYPE_CHECKING:
     from chalicelib.api.deps import Services
 
-JSON_TYPES = ["application/json"]
+JSON = "application/json"
+JSON_TYPES = [JSON]
 # Routes with a body accept any content type at the Chalice level so that *we* answer 415 in
 # our own error shape (and after authentication, so an anonymous caller learns nothing).
 ANY_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded",
@@ -120,6 +121,7 @@ def error_response(exc: errors.DomainError, request_id: str, *,
     if isinstance(exc, errors.Conflict) and exc.details is not None:
         extra["details"] = exc.details
     body = error_body(exc.code, exc.message, request_id, exc.field, **extra)
+    headers["Content-Type"] = JSON
     return Response(body=body, status_code=status, headers=headers)
 
 
@@ -233,6 +235,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
         merged.update(headers)
     if status == 204:
         return Response(body="", status_code=204, headers=merged)
+    # Said, not left to the server's default (chalice local adds one, API Gateway another).
+    merged.setdefault("Content-Type", JSON)
     return Response(body=body, status_code=status, headers=merged)
 
 
@@ -278,7 +282,8 @@ def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..
                 logger.exception("unhandled error")
                 body = error_body("internal_error", "an internal error occurred; quote the "
                                   "request id when reporting it", rid)
-                return Response(body=body, status_code=500, headers={**BASE_HEADERS})
+                return Response(body=body, status_code=500,
+                                headers={**BASE_HEADERS, "Content-Type": JSON})
 
         return wrapper
 
