@@ -1,4 +1,5 @@
-"""`chalice local`, with API Gateway's answer for unknown paths in our error shape.
+"""`chalice local`, with API Gateway's answer for unknown paths in our error shape, and no
+``Server`` banner.
 
 Chalice's local gateway imitates API Gateway for a path no route matches: a 403 "Missing
 Authentication Token", or, when an Authorization header is present, a message that quotes the
@@ -34,10 +35,19 @@ def _patch() -> None:
                 raise
             payload = {"error": {"code": "not_found", "message": "no such route",
                                  "request_id": uuid.uuid4().hex}}
-            raise RouteNotFound({"Content-Type": "application/json"},
+            raise RouteNotFound({"Content-Type": "application/json", "Cache-Control": "no-store"},
                                 json.dumps(payload).encode()) from None
 
     local.LocalGateway.handle_request = handle_request  # type: ignore[method-assign]
+
+    def send_response(self: Any, code: int, message: str | None = None) -> None:
+        # BaseHTTPRequestHandler's, less its ``Server: BaseHTTP/0.6 Python/3.x`` banner: no
+        # answer names the server software or its version (API Gateway sends none either).
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
+
+    local.ChaliceRequestHandler.send_response = send_response  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

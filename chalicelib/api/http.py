@@ -61,6 +61,27 @@ BASE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
+# Browsers remember HTTPS-only for a year; only where we are served over HTTPS (a cloud
+# stage behind API Gateway), never on the local stage's plain-HTTP loopback.
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def _static_path(path: str) -> bool:
+    """The web console's files and redirect carry their own caching headers."""
+    return path == "/" or path == "/console" or path.startswith("/console/")
+
+
+def _secure_headers(request: Request, response: Response) -> None:
+    """What every answer carries: ``no-store`` on everything but the console's static files
+    (API answers are per user; a shared cache must never keep one), HSTS in cloud stages."""
+    if not _static_path(request.path or ""):
+        response.headers["Cache-Control"] = "no-store"
+    try:
+        local = get_settings().stage == "local"
+    except Exception:  # noqa: BLE001 - unreadable settings: answer as a cloud stage would
+        local = False
+    if not local:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
 
 
 def error_body(code: str, message: str, request_id: str, field_name: str | None = None,
@@ -322,6 +343,7 @@ def install(app: Chalice) -> None:
                 response.headers.update(BASE_HEADERS)
                 response.headers["Content-Type"] = "application/json"
             response.headers["X-Request-Id"] = rid
+            _secure_headers(event, response)
             logger.info(
                 "request",
                 extra={"status": response.status_code,

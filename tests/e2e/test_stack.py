@@ -65,3 +65,22 @@ def test_unknown_paths_answer_in_the_error_shape_without_echoing_the_token(stack
     anonymous = httpx.get(f"{stack.api}/nothing-here", trust_env=False)
     assert anonymous.status_code == 404
     assert anonymous.json()["error"]["code"] == "not_found"
+
+
+def test_response_headers_over_http(stack):
+    # Given the real local server (chalice local through devtools/serve.py)
+    user = f"e2e-h-{uuid.uuid4().hex[:8]}"
+    with stack.client(user) as api:
+        answers = [api.get("/connections"), api.post("/connections", json={"name": "x"}),
+                   api.get("/connections/conn_nope"), api.get("/no/such/route"),
+                   api.put("/connections", json={}),
+                   httpx.get(f"{stack.api}/connections", trust_env=False),
+                   httpx.get(f"{stack.api}/health", trust_env=False)]
+    for resp in answers:
+        # Then none names the server software, every one is no-store, and the local
+        # (plain HTTP) stage sends no HSTS
+        assert "server" not in resp.headers, (resp.request.url, resp.headers)
+        assert resp.headers.get("cache-control") == "no-store", (resp.request.url, resp.headers)
+        assert "strict-transport-security" not in resp.headers
+        assert "python" not in str(resp.headers).lower()
+        assert "chalice" not in str(resp.headers).lower()

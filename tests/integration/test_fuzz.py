@@ -75,6 +75,11 @@ def _drive(strategy: Any, label: str, who: str, token: str, examples: Counter[st
         try:
             response = case.call()
             statuses[response.status_code] += 1
+            # The headers every API answer carries (issue 14, part 6), checked on each one
+            sent = {k.lower(): v for k, v in response.headers.items()}
+            assert sent.get("cache-control") == ["no-store"], "Cache-Control is not no-store"
+            assert "server" not in sent, "a Server header names the software"
+            assert "strict-transport-security" not in sent, "HSTS on the local stage"
             case.validate_response(response, checks=CHECKS)
         except (AssertionError, FailureGroup) as exc:
             key = (label, f"{type(exc).__name__}: {str(exc)[:400]}")
