@@ -17,7 +17,7 @@ STAGE ?= dev
 
 .PHONY: help install run test test-unit test-integration test-e2e test-browser browser-deps \
         test-artifact preflight seed-providers \
-        screenshots lint typecheck token bench \
+        screenshots lint typecheck token bench fuzz \
         package lint-infra smoke deploy daily alerts rewrap clean
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make test     lint, type-check and run every test tier"
 	@echo "make token USER=alice [ADMIN=1]   print a local bearer token (last line)"
 	@echo "make bench    run the benchmarks and write bench/results.md"
+	@echo "make fuzz     schemathesis over the OpenAPI document, longer than in make test"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +77,14 @@ screenshots: $(BROWSER_STAMP)
 # The cold-start section runs the packaged bundle (build/dev).
 bench: $(STAMP) package
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# schemathesis over the served OpenAPI document, longer than the bounded run in `make test`
+# (which uses FUZZ_EXAMPLES=8 per operation, role, mode and id source, and a fixed seed).
+FUZZ_EXAMPLES ?= 60
+FUZZ_SEED ?= 20261202
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -q -p no:cacheprovider \
+		--timeout 3600 tests/integration/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) .local build .pytest_cache .mypy_cache .ruff_cache

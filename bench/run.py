@@ -447,6 +447,138 @@ def bench_package_stage(stage: str = "dev") -> dict[str, Any]:
 # ---------------------------------------------------------------------------- report
 
 
+# ---------------------------------------------------------------------------- load
+
+LOAD_MIX = {"list": 25, "get": 25, "patch": 20, "test": 10, "invoke": 20}
+
+
+async def _load_client(http: Any, token: str, cid: str, version: int, end: float, seed: int,
+                       samples: list[tuple[str, int, float]]) -> None:
+    """One client: weighted random routes on its own connection until ``end``."""
+    import random
+
+    rnd = random.Random(seed)
+    headers = {"authorization": f"Bearer {token}"}
+    routes, weights = list(LOAD_MIX), list(LOAD_MIX.values())
+    n = 0
+    while time.monotonic() < end:
+        route = rnd.choices(routes, weights)[0]
+        n += 1
+        started = time.perf_counter()
+        if route == "list":
+            resp = await http.get("/connections", headers=headers)
+        elif route == "get":
+            resp = await http.get(f"/connections/{cid}", headers=headers)
+        elif route == "patch":
+            resp = await http.patch(f"/connections/{cid}", json={"description": f"load {n}"},
+                                    headers={**headers, "if-match": f'"v{version}"'})
+        elif route == "test":
+            resp = await http.post(f"/connections/{cid}/test", headers=headers)
+        else:
+            resp = await http.post(f"/connections/{cid}/invoke", headers=headers,
+                                   json={"messages": [{"role": "user", "content": "hi"}]})
+        samples.append((route, resp.status_code, (time.perf_counter() - started) * 1000))
+        if route in ("get", "patch") and resp.status_code == 200:
+            version = int(resp.json()["version"])
+
+
+async def _load_run(api: str, fake: str, clients: int, users: int, seconds: float
+                    ) -> dict[str, Any]:
+    import httpx
+
+    from devtools.token import make_token
+
+    tokens = {f"load-{uuid.uuid4().hex[:6]}-{u}": "" for u in range(users)}
+    for user in tokens:
+        tokens[user] = make_token(user)
+    names = list(tokens)
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=api, timeout=120, trust_env=False,
+                                 limits=limits) as http:
+        # Given one connection per client to the fake provider, owned round-robin by users
+        owned: list[tuple[str, str, int]] = []
+        for i in range(clients):
+            user = names[i % users]
+            resp = await http.post("/connections", headers={
+                "authorization": f"Bearer {tokens[user]}"}, json={
+                "name": f"load {i}", "provider": "custom", "base_url": f"{fake}/openai/v1",
+                "credentials": {"api_key": f"fk_ok_load_key_{i:04d}_abcdef"},
+                "default_model": "gpt-4o"})
+            assert resp.status_code == 201, resp.text
+            owned.append((user, resp.json()["id"], int(resp.json()["version"])))
+        # When the clients run together for ``seconds``
+        samples: list[tuple[str, int, float]] = []
+        started = time.monotonic()
+        end = started + seconds
+        await asyncio.gather(*(_load_client(http, tokens[user], cid, version, end, seed,
+                                            samples)
+                               for seed, (user, cid, version) in enumerate(owned)))
+        wall = time.monotonic() - started
+        # Then: what the service recorded, read back through the API
+        usage_requests = 0
+        for user, cid, _v in owned:
+            stats = await http.get(f"/connections/{cid}/stats",
+                                   headers={"authorization": f"Bearer {tokens[user]}"})
+            usage_requests += int(stats.json()["usage"]["7d"]["requests"])
+        audited: dict[str, int] = {}
+        for user in names:
+            cursor = None
+            while True:
+                params = {"limit": "100", **({"cursor": cursor} if cursor else {})}
+                page = (await http.get("/audit", params=params, headers={
+                    "authorization": f"Bearer {tokens[user]}"})).json()
+                for event in page["items"]:
+                    audited[event["action"]] = audited.get(event["action"], 0) + 1
+                cursor = page["next_cursor"]
+                if not cursor:
+                    break
+    by_route: dict[str, Any] = {}
+    for route in LOAD_MIX:
+        mine = [s for s in samples if s[0] == route]
+        lat = [s[2] for s in mine]
+        statuses: dict[str, int] = {}
+        for s in mine:
+            statuses[str(s[1])] = statuses.get(str(s[1]), 0) + 1
+        by_route[route] = {
+            "requests": len(mine), "statuses": statuses,
+            "p50_ms": round(pct(lat, 50), 1) if lat else None,
+            "p95_ms": round(pct(lat, 95), 1) if lat else None,
+            "p99_ms": round(pct(lat, 99), 1) if lat else None,
+        }
+    ok = {r: sum(1 for s in samples if s[0] == r and 200 <= s[1] < 300) for r in LOAD_MIX}
+    return {
+        "clients": clients, "users": users, "seconds": round(wall, 1),
+        "requests": len(samples), "rps": round(len(samples) / wall, 1),
+        "server_errors": sum(1 for s in samples if s[1] >= 500),
+        "by_route": by_route,
+        "accounting": {
+            "invokes_ok": ok["invoke"], "usage_requests": usage_requests,
+            "patches_ok": ok["patch"], "audit_updates": audited.get("connection.update", 0),
+            "tests_ok": ok["test"], "audit_tests": audited.get("connection.test", 0),
+            "creates": clients, "audit_creates": audited.get("connection.create", 0),
+        },
+    }
+
+
+def bench_load(spawn: Callable[..., Any], clients: int, users: int, seconds: float
+               ) -> dict[str, Any]:
+    """``clients`` concurrent clients for ``seconds`` against the `make run` stack, started
+    as the end-to-end tier starts it; then checks that nothing was lost."""
+    api_port, aws_port, fake_port = (localstack.free_port() for _ in range(3))
+    spawn("-m", "devtools.localstack", "run", "--port", str(api_port), "--aws-port",
+          str(aws_port), "--fake-port", str(fake_port))
+    api = f"http://127.0.0.1:{api_port}"
+    localstack.wait_http(f"{api}/health", timeout=180)
+    result = asyncio.run(_load_run(api, f"http://127.0.0.1:{fake_port}", clients, users,
+                                   seconds))
+    acc = result["accounting"]
+    result["nothing_lost"] = (acc["invokes_ok"] == acc["usage_requests"]
+                              and acc["patches_ok"] == acc["audit_updates"]
+                              and acc["tests_ok"] == acc["audit_tests"]
+                              and acc["creates"] == acc["audit_creates"])
+    return result
+
+
 def render(results: dict[str, Any]) -> str:
     s = results.get("startup")
     lines = ["# Benchmark results", "",
@@ -581,6 +713,33 @@ def render(results: dict[str, Any]) -> str:
                   "", "Largest packages in the layer (unzipped): " + ", ".join(
                       f"{name} {mb(size)}" for name, size in layer.get("largest", [])) + ".",
                   ""]
+    lo = results.get("load")
+    if lo:
+        acc = lo["accounting"]
+        lines += ["## Load: concurrent clients against the local stack", "",
+                  f"{lo['clients']} concurrent clients (one connection each, owned by "
+                  f"{lo['users']} users) for {lo['seconds']} s against `make run`'s stack "
+                  "(`chalice local`, moto's server, the fake provider), mixing "
+                  + ", ".join(f"{k} {v}%" for k, v in LOAD_MIX.items())
+                  + " (patch with If-Match of the version last read).", "",
+                  f"**{lo['requests']} requests, {lo['rps']} requests/s, "
+                  f"5xx: {lo['server_errors']}.**", "",
+                  "| route | requests | statuses | p50 ms | p95 ms | p99 ms |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for route, r in lo["by_route"].items():
+            statuses = ", ".join(f"{k} x{v}" for k, v in sorted(r["statuses"].items()))
+            lines.append(f"| {route} | {r['requests']} | {statuses} | {r['p50_ms']} | "
+                         f"{r['p95_ms']} | {r['p99_ms']} |")
+        lines += ["", "Nothing lost (read back through the API afterwards): "
+                  f"successful invokes {acc['invokes_ok']} = usage counter requests "
+                  f"{acc['usage_requests']}; successful patches {acc['patches_ok']} = "
+                  f"`connection.update` audit events {acc['audit_updates']}; successful tests "
+                  f"{acc['tests_ok']} = `connection.test` events {acc['audit_tests']}; creates "
+                  f"{acc['creates']} = `connection.create` events {acc['audit_creates']}: "
+                  f"**{'all equal' if lo['nothing_lost'] else 'MISMATCH'}**.", "",
+                  "Reading: one `chalice local` process on a shared 2-core machine, with the "
+                  "emulator serialising DynamoDB; the figures are for regressions, not "
+                  "capacity (Lambda scales out per request).", ""]
     p = results.get("package")
     if p:
         lines += ["## Lambda package", "", "```", json.dumps(p, indent=2), "```", ""]
@@ -599,8 +758,11 @@ def main() -> None:
     parser.add_argument("--import-runs", type=int, default=15)
     parser.add_argument("--invoke-runs", type=int, default=200)
     parser.add_argument("--cold-runs", type=int, default=12)
+    parser.add_argument("--load-clients", type=int, default=50)
+    parser.add_argument("--load-users", type=int, default=10)
+    parser.add_argument("--load-seconds", type=float, default=60)
     parser.add_argument("--only",
-                        default="startup,costs,invoke,worker,daily,coldstart,package")
+                        default="startup,costs,invoke,worker,daily,coldstart,package,load")
     args = parser.parse_args()
     only = set(args.only.split(","))
     # A partial run (--only) keeps the other sections of the last full run.
@@ -641,6 +803,10 @@ def main() -> None:
                 results["daily"] = results["daily_by_size"][min(results["daily_by_size"],
                                                                 key=int)]
                 results.pop("daily_small", None)
+        if "load" in only:
+            results["load"] = bench_load(spawn, args.load_clients, args.load_users,
+                                         args.load_seconds)
+            print("load", results["load"], flush=True)
     if "coldstart" in only:
         results["cold_start"] = bench_cold_start(args.cold_runs)
         print("cold_start", results["cold_start"], flush=True)
