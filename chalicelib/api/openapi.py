@@ -229,7 +229,8 @@ def _model_schemas() -> dict[str, Any]:
 
 
 _ERRORS = {
-    "400": "Malformed JSON or an invalid field (error.field names it)",
+    "400": "Malformed or non-strict JSON (invalid_json), or an invalid field (error.field "
+           "names it)",
     "401": "Missing, malformed, expired or wrongly signed bearer token",
     "403": "Not allowed for this user",
     "404": "Not found (or not yours)",

@@ -139,3 +139,15 @@ def test_schemathesis_over_the_served_document(api, fake_provider, capsys):
     assert set(routes) == documented  # every route is in the document, and was run
     assert total >= len(operations) * 2
     assert not failures
+
+
+def test_the_served_document_passes_openapi_spec_validator(api):
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
+    doc = api.get("/openapi.json", auth=False).data
+    assert doc["openapi"].startswith("3.1")
+    try:
+        validate(doc)
+    except OpenAPIValidationError as exc:  # the first problem, readable
+        pytest.fail(f"openapi-spec-validator: {exc.message} at {list(exc.path)}")
