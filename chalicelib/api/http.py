@@ -66,15 +66,17 @@ BASE_HEADERS = {
 HSTS = "max-age=31536000; includeSubDomains"
 
 
-def _static_path(path: str) -> bool:
-    """The web console's files and redirect carry their own caching headers."""
-    return path == "/" or path == "/console" or path.startswith("/console/")
+def _static_file(method: str, path: str) -> bool:
+    """The web console's files and redirect (GET) carry their own caching headers; anything
+    else under /console (a sign-in POST) is an API answer like the others."""
+    return method in ("GET", "HEAD") and (
+        path == "/" or path == "/console" or path.startswith("/console/"))
 
 
 def _secure_headers(request: Request, response: Response) -> None:
     """What every answer carries: ``no-store`` on everything but the console's static files
     (API answers are per user; a shared cache must never keep one), HSTS in cloud stages."""
-    if not _static_path(request.path or ""):
+    if not _static_file(request.method or "", request.path or ""):
         response.headers["Cache-Control"] = "no-store"
     try:
         local = get_settings().stage == "local"

@@ -40,3 +40,24 @@ def test_cloud_stages_send_hsts(api, monkeypatch, stage):
     for resp in _answers(api):
         assert resp.headers.get("strict-transport-security") == http.HSTS, resp.status_code
         assert resp.headers.get("cache-control") == "no-store"
+
+
+def test_console_static_files_keep_their_own_caching(env):
+    from types import SimpleNamespace
+
+    from chalice.app import Response
+
+    from chalicelib.api.http import _secure_headers
+
+    def answer(method: str, path: str) -> dict:
+        resp = Response(body="", headers={"Cache-Control": "public, max-age=300"})
+        _secure_headers(SimpleNamespace(method=method, path=path), resp)  # type: ignore[arg-type]
+        return resp.headers
+
+    # Static files and the redirect (GET) keep theirs
+    for path in ("/", "/console", "/console/", "/console/app.js"):
+        assert answer("GET", path)["Cache-Control"] == "public, max-age=300"
+    # Anything else, a POST under /console included, is no-store
+    assert answer("POST", "/console/local-signin")["Cache-Control"] == "no-store"
+    assert answer("GET", "/connections")["Cache-Control"] == "no-store"
+    assert answer("GET", "/consoles")["Cache-Control"] == "no-store"
