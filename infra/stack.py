@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from chalicelib import metrics_names
+from chalicelib.api.http import HSTS
 from chalicelib.settings import TABLE_ENV
 from infra import names, policy
 from infra.lambdas import LambdaInfo, stage_config
@@ -755,7 +756,10 @@ def _gateway_responses() -> Json:
                 + ', "request_id": "$context.requestId"}}')},
             "ResponseParameters": {
                 "gatewayresponse.header.Cache-Control": "'no-store'",
-                "gatewayresponse.header.X-Content-Type-Options": "'nosniff'"},
+                "gatewayresponse.header.X-Content-Type-Options": "'nosniff'",
+                # Deployed stages are HTTPS only: the same HSTS as the app's own answers.
+                "gatewayresponse.header.Strict-Transport-Security":
+                    f"'{HSTS}'"},
         }
         if status:
             props["StatusCode"] = status
