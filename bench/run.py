@@ -457,6 +457,8 @@ async def _load_client(http: Any, token: str, cid: str, version: int, end: float
     """One client: weighted random routes on its own connection until ``end``."""
     import random
 
+    import httpx
+
     rnd = random.Random(seed)
     headers = {"authorization": f"Bearer {token}"}
     routes, weights = list(LOAD_MIX), list(LOAD_MIX.values())
@@ -465,21 +467,30 @@ async def _load_client(http: Any, token: str, cid: str, version: int, end: float
         route = rnd.choices(routes, weights)[0]
         n += 1
         started = time.perf_counter()
-        if route == "list":
-            resp = await http.get("/connections", headers=headers)
-        elif route == "get":
-            resp = await http.get(f"/connections/{cid}", headers=headers)
-        elif route == "patch":
-            resp = await http.patch(f"/connections/{cid}", json={"description": f"load {n}"},
-                                    headers={**headers, "if-match": f'"v{version}"'})
-        elif route == "test":
-            resp = await http.post(f"/connections/{cid}/test", headers=headers)
-        else:
-            resp = await http.post(f"/connections/{cid}/invoke", headers=headers,
-                                   json={"messages": [{"role": "user", "content": "hi"}]})
+        try:
+            resp = await _load_request(http, route, cid, n, version, headers)
+        except httpx.TransportError:
+            # Counted (status 0), not fatal: a lost answer is what the accounting must show.
+            samples.append((route, 0, (time.perf_counter() - started) * 1000))
+            continue
         samples.append((route, resp.status_code, (time.perf_counter() - started) * 1000))
         if route in ("get", "patch") and resp.status_code == 200:
             version = int(resp.json()["version"])
+
+
+async def _load_request(http: Any, route: str, cid: str, n: int, version: int,
+                        headers: dict[str, str]) -> Any:
+    if route == "list":
+        return await http.get("/connections", headers=headers)
+    if route == "get":
+        return await http.get(f"/connections/{cid}", headers=headers)
+    if route == "patch":
+        return await http.patch(f"/connections/{cid}", json={"description": f"load {n}"},
+                                headers={**headers, "if-match": f'"v{version}"'})
+    if route == "test":
+        return await http.post(f"/connections/{cid}/test", headers=headers)
+    return await http.post(f"/connections/{cid}/invoke", headers=headers,
+                           json={"messages": [{"role": "user", "content": "hi"}]})
 
 
 async def _load_run(api: str, fake: str, clients: int, users: int, seconds: float
@@ -550,6 +561,7 @@ async def _load_run(api: str, fake: str, clients: int, users: int, seconds: floa
         "clients": clients, "users": users, "seconds": round(wall, 1),
         "requests": len(samples), "rps": round(len(samples) / wall, 1),
         "server_errors": sum(1 for s in samples if s[1] >= 500),
+        "transport_errors": sum(1 for s in samples if s[1] == 0),
         "by_route": by_route,
         "accounting": {
             "invokes_ok": ok["invoke"], "usage_requests": usage_requests,
@@ -723,7 +735,8 @@ def render(results: dict[str, Any]) -> str:
                   + ", ".join(f"{k} {v}%" for k, v in LOAD_MIX.items())
                   + " (patch with If-Match of the version last read).", "",
                   f"**{lo['requests']} requests, {lo['rps']} requests/s, "
-                  f"5xx: {lo['server_errors']}.**", "",
+                  f"5xx: {lo['server_errors']}; connections dropped: "
+                  f"{lo.get('transport_errors', 0)}.**", "",
                   "| route | requests | statuses | p50 ms | p95 ms | p99 ms |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for route, r in lo["by_route"].items():

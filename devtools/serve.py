@@ -48,6 +48,9 @@ def _patch() -> None:
         self.send_header("Date", self.date_time_string())
 
     local.ChaliceRequestHandler.send_response = send_response  # type: ignore[method-assign]
+    # socketserver's listen backlog is 5: more clients than that connecting at once (the
+    # console's parallel fetches, `make bench`'s 50 clients) are reset by the kernel.
+    local.ThreadedHTTPServer.request_queue_size = 128
 
 
 if __name__ == "__main__":
