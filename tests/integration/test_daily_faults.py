@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from fakeprovider import control
 from tests.support.aws_calls import count_aws_calls
-from tests.support.builders import caller, unique
+from tests.support.builders import caller, set_raw, unique
 from tests.support.capture import app_logs_to_stdout, emf_metrics, log_records
 
 pytestmark = pytest.mark.integration
@@ -563,7 +563,9 @@ def test_alerts_attributes_forms_reminders_and_recovery(svc, fake_provider, inbo
     # Given a connection whose key the provider refuses
     user = unique("alerts-")
     read = inbox(user)
-    cid, key = make_conn(svc, fake_provider, user, name="Prod\tOpenAI")
+    cid, key = make_conn(svc, fake_provider, user, name="Prod OpenAI")
+    # named before names refused control characters: the alert subject must still be clean
+    set_raw(cid, "SET #n = :n", {":n": {"S": "Prod\tOpenAI"}}, names={"#n": "name"})
     control.set_fault(fake_provider.base_url, key, "401")
     start = utcnow()
 

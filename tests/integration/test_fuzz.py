@@ -11,6 +11,7 @@ figures (operations, examples, failures) printed at the end.
 from __future__ import annotations
 
 import os
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -27,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.support.builders import provider_body
 from tests.support.fakes import fake_credentials, fake_key
 from tests.support.wsgi import wsgi_app
 
@@ -54,8 +56,24 @@ def _known_ids(api: Any, fake_provider: Any) -> dict[str, str]:
     sub = api.post("/notifications/subscriptions", {"protocol": "email",
                                                     "endpoint": "fuzz@example.com"})
     assert sub.status_code == 201, sub.data
-    return {"connection_id": cid, "provider_id": "openai", "dependent_id": "p1",
+    # The fuzzer's own provider: the seeded catalogue is shared by the whole session and
+    # must not be rewritten by an admin's generated PUT, PATCH or DELETE.
+    pid = f"fuzz-{uuid.uuid4().hex[:8]}"
+    admin = api.as_user(api.user, admin=True)
+    assert admin.post("/providers", provider_body(pid)).status_code == 201
+    return {"connection_id": cid, "provider_id": pid, "dependent_id": "p1",
             "subscription_id": sub.data["id"]}
+
+
+def _provider_ids(api: Any) -> set[str]:
+    ids: set[str] = set()
+    cursor = ""
+    while True:
+        page = api.get(f"/providers?limit=100{'&cursor=' + cursor if cursor else ''}").data
+        ids |= {p["id"] for p in page["items"]}
+        cursor = page["next_cursor"]
+        if not cursor:
+            return ids
 
 
 def _drive(strategy: Any, label: str, who: str, token: str, examples: Counter[str],
@@ -98,24 +116,30 @@ def test_schemathesis_over_the_served_document(api, fake_provider, capsys):
     operations = [r.ok() for r in schema.get_all_operations()]
     # Deletes last: they remove the known resources the other operations reach
     operations.sort(key=lambda op: op.method.upper() == "DELETE")
+    seeded = _provider_ids(api)
     known = _known_ids(api, fake_provider)
     roles = {"user": api.token, "admin": api.as_user(api.user, admin=True).token}
     examples: Counter[str] = Counter()
     statuses: Counter[int] = Counter()
     failures: dict[tuple[str, str], str] = {}
 
-    for op in operations:
-        params = {name: known[name] for name in known
-                  if f"{{{name}}}" in op.path}
-        for role, token in roles.items():
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                strategies = [op.as_strategy(generation_mode=mode)]
-                if params:
-                    strategies.append(op.as_strategy(generation_mode=mode,
-                                                     path_parameters=params))
-                for strategy in strategies:
-                    _drive(strategy, op.label, f"{role} {mode}", token, examples, statuses,
-                           failures)
+    try:
+        for op in operations:
+            params = {name: known[name] for name in known if f"{{{name}}}" in op.path}
+            for role, token in roles.items():
+                for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                    strategies = [op.as_strategy(generation_mode=mode)]
+                    if params:
+                        strategies.append(op.as_strategy(generation_mode=mode,
+                                                         path_parameters=params))
+                    for strategy in strategies:
+                        _drive(strategy, op.label, f"{role} {mode}", token, examples,
+                               statuses, failures)
+    finally:
+        # Providers the fuzzer's admin created go again (the catalogue is session-wide)
+        admin = api.as_user(api.user, admin=True)
+        for pid in _provider_ids(api) - seeded:
+            admin.delete(f"/providers/{pid}")
 
     # Then: the figures, and no failure
     total = sum(examples.values())
