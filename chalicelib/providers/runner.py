@@ -168,17 +168,17 @@ def _outcome(
 
     connectivity = Check(obs.connected, obs.connectivity_ms if obs.connected else None)
 
-    if progress.models is None and err is not None and err.code in _AUTH_FAILURES:
-        authentication = Check(False, detail=err.message)
-    elif progress.models is not None or obs.auth_proven:
-        authentication = Check(True)
-    else:
-        authentication = Check(None)
+    authentication = _authentication(progress, obs.auth_proven, err)
 
     models = [s.scrub(m) for m in progress.models or []]
     check = progress.model_check
     if not target.default_model:
         model_access = Check(None, detail="No default model is set.")
+    elif err is not None and err.code in _AUTH_FAILURES:
+        # After an accepted listing, a 403 on the lookup or probe is about the model; after a
+        # 401 nothing is known about it.
+        denied = err.code == "permission_denied" and progress.models is not None
+        model_access = Check(False, detail=err.message) if denied else Check(None)
     elif check is None:
         model_access = Check(None)
     else:
@@ -219,6 +219,23 @@ def _outcome(
         error=s.scrub_error(err).to_dict() if err is not None else None,
         warnings=[TestWarning(w.code, s.scrub(w.message)) for w in warnings],
     )
+
+
+def _authentication(progress: _Progress, auth_proven: bool, err: ProviderError | None) -> Check:
+    """The authentication check, never contradicting the error code.
+
+    A rejected key (401) fails it wherever it happened, even after a listing succeeded (a
+    gateway that lists models without checking the key, or a key revoked mid-test). A 403
+    fails it only when nothing was accepted before: after an accepted listing, a 403 on the
+    model is about the model, not the credentials.
+    """
+    if err is not None and (
+        err.code == "invalid_api_key" or (err.code in _AUTH_FAILURES and progress.models is None)
+    ):
+        return Check(False, detail=err.message)
+    if progress.models is not None or auth_proven:
+        return Check(True)
+    return Check(None)
 
 
 def _validate(messages: Sequence[ChatMessage], max_tokens: int | None) -> None:
