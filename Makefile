@@ -15,7 +15,7 @@ USER ?= alice
 ADMIN ?=
 STAGE ?= dev
 
-.PHONY: help install run test test-unit test-integration test-e2e test-browser browser-deps \
+.PHONY: help install run test test-unit test-integration test-e2e test-contract test-browser browser-deps \
         screenshots lint typecheck token bench \
         package lint-infra smoke deploy daily alerts rewrap clean
 
@@ -71,6 +71,10 @@ test-browser: $(BROWSER_STAMP)
 # Screenshots of the console's main views into docs/screenshots (README shows them).
 screenshots: $(BROWSER_STAMP)
 	$(PY) -m devtools.screenshots
+
+# The official provider SDKs against the fake provider (also part of `make test`).
+test-contract: $(STAMP)
+	$(PY) -m pytest -q -m contract
 
 bench: $(STAMP)
 	$(PY) -m bench.run
