@@ -292,5 +292,122 @@ async def invoke_target(
     )
 
 
+@dataclass
+class StreamOutcome:
+    """A streamed generation as received: the text deltas in order, then either the final
+    facts (finish reason, usage) or the error that broke the stream after it began."""
+
+    deltas: list[str]
+    model: str
+    finish_reason: str | None
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int
+    first_token_ms: int | None
+    provider_request_id: str | None
+    error: ProviderError | None = None
+
+    def final(self) -> dict[str, Any]:
+        """What the last event carries: usage and latency, on success and failure alike."""
+        return {
+            "model": self.model,
+            "finish_reason": self.finish_reason,
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
+            "latency_ms": self.latency_ms,
+            "first_token_ms": self.first_token_ms,
+            "provider_request_id": self.provider_request_id,
+        }
+
+
+@dataclass
+class _StreamState:
+    started: float
+    model: str
+    deltas: list[str]
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    first_token_at: float | None = None
+    request_id: str | None = None
+
+
+async def _collect(
+    adapter: Adapter, s: ProviderSession, request: GenerationRequest, state: _StreamState
+) -> None:
+    async for piece in adapter.stream(s, request):
+        if piece.text:
+            if state.first_token_at is None:
+                state.first_token_at = s.clock.monotonic()
+            state.deltas.append(piece.text)
+        if piece.finish_reason is not None:
+            state.finish_reason = piece.finish_reason
+        if piece.input_tokens is not None:
+            state.input_tokens = piece.input_tokens
+        if piece.output_tokens is not None:
+            state.output_tokens = piece.output_tokens
+        if piece.model:
+            state.model = piece.model
+        if piece.request_id:
+            state.request_id = piece.request_id
+    if state.finish_reason is None:
+        raise ProviderError(
+            "bad_response",
+            "The provider's stream ended before the answer was finished.",
+            retryable=False,
+        )
+
+
+async def stream_target(
+    target: Target,
+    messages: list[ChatMessage],
+    *,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+) -> StreamOutcome:
+    """One chat generation, streamed from the provider in its own format.
+
+    The same limits, budget and error mapping as ``invoke_target``; retries happen only
+    before the first byte of the answer. A failure before any text raises ProviderError
+    (scrubbed); a failure after text arrived is returned in ``error`` with what came before.
+    """
+    _validate(messages, max_tokens)
+    clock = clock or SYSTEM_CLOCK
+    chosen = model or target.default_model
+    async with _http_client(target, client) as http:
+        s = ProviderSession(target, client=http, clock=clock)
+        state = _StreamState(started=clock.monotonic(), model=chosen or "", deltas=[])
+        failure: ProviderError | None = None
+        try:
+            adapter = get_adapter(target.adapter)
+            if not chosen:
+                raise ProviderError(
+                    "model_not_available",
+                    "No model was given and the connection has no default model.",
+                )
+            if target.adapter != "bedrock":
+                s.check_url(adapter.base_url(target))
+            request = GenerationRequest(chosen, list(messages), max_tokens, temperature)
+            await _guarded(s, _collect(adapter, s, request, state))
+        except ProviderError as err:
+            if not state.deltas:
+                raise s.scrub_error(err) from None
+            failure = s.scrub_error(err)
+    first = state.first_token_at
+    return StreamOutcome(
+        deltas=[s.scrub(d) for d in state.deltas],
+        model=s.scrub(state.model),
+        finish_reason=state.finish_reason if failure is None else None,
+        input_tokens=state.input_tokens,
+        output_tokens=state.output_tokens,
+        latency_ms=max(0, round(s.budget.elapsed() * 1000)),
+        first_token_ms=None if first is None else max(0, round((first - state.started) * 1000)),
+        provider_request_id=s.scrub.optional(state.request_id),
+        error=failure,
+    )
+
+
 # Keep pytest from collecting the imported function as a test in callers' test modules.
 test_target.__test__ = False  # type: ignore[attr-defined]
