@@ -132,7 +132,7 @@ def test_invoke_each_adapter_over_http(stack, adapter):
         since = last_seq(stack)
         for body, field in [
             ({"messages": HELLO, "temperature": TEMP_MAX[adapter] + 0.5}, "temperature"),
-            ({"messages": HELLO, "stream": True}, "stream"),
+            ({"messages": HELLO, "stream": "yes"}, "stream"),
             ({"messages": []}, "messages"),
             ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
             ({"messages": [{"role": "system", "content": "x"}]}, "messages"),
