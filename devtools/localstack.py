@@ -71,7 +71,10 @@ def bootstrap(env: dict[str, str], *, log: Any = print) -> dict[str, str]:
     bind_models(settings)
     for model in ALL_MODELS:
         if not model.exists():
-            model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+            # TTL is a nicety locally (the stack template sets it in AWS); an emulator
+            # without UpdateTimeToLive must still get the table.
+            model.create_table(billing_mode="PAY_PER_REQUEST", wait=True,
+                               ignore_update_ttl_errors=True)
             log(f"  table {model.Meta.table_name}")
     kms = boto3.client("kms")
     try:

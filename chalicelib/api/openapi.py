@@ -85,7 +85,9 @@ ROUTE_DOCS: dict[tuple[str, str], dict[str, Any]] = {
                                                     "responses": {"200": _page("TestRecord")}},
     ("GET", "/connections/{connection_id}/stats"): {"summary": "Tests and usage, 7 and 30 days",
                                                     "responses": {"200": "Stats"}},
-    ("POST", "/connections/{connection_id}/invoke"): {"summary": "One chat call",
+    ("POST", "/connections/{connection_id}/invoke"): {"summary": "One chat call (with "
+                                                                 '"stream": true, server-sent '
+                                                                 "events: delta..., end|error)",
                                                       "request": "InvokeRequest",
                                                       "responses": {"200": "InvokeResult"}},
     ("GET", "/usage"): {"summary": "Usage across users (admin)", "paged": True,

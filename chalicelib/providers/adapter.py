@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import string
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -38,6 +39,18 @@ class Completion:
     input_tokens: int
     output_tokens: int
     request_id: str | None
+
+
+@dataclass(frozen=True)
+class StreamPiece:
+    """A part of a streamed answer: text, and what the provider says along the way."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    model: str | None = None
+    request_id: str | None = None
 
 
 class Adapter(ABC):
@@ -80,6 +93,10 @@ class Adapter(ABC):
 
     @abstractmethod
     async def generate(self, s: ProviderSession, req: GenerationRequest) -> Completion: ...
+
+    def stream(self, s: ProviderSession, req: GenerationRequest) -> AsyncIterator[StreamPiece]:
+        """The same generation, streamed in the provider's own format."""
+        raise ProviderError("provider_disabled", f"{self.name} does not stream answers.")
 
 
 def secret(target: Target, name: str, label: str | None = None) -> str:
@@ -178,3 +195,37 @@ def sub_list(obj: dict[str, Any], key: str) -> list[Any]:
     """``obj[key]`` when it is an array, else empty."""
     value = obj.get(key)
     return value if isinstance(value, list) else []
+
+
+async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """Server-sent events from text lines: ``(event name or "message", data)``.
+
+    Comments and unknown fields are skipped; multi-line data is joined with newlines.
+    """
+    event = ""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield event or "message", "\n".join(data)
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if data:
+        yield event or "message", "\n".join(data)
+
+
+def json_event(data: str, what: str) -> dict[str, Any]:
+    """One event's data as a JSON object."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise bad_shape(what) from None
+    return as_dict(value, what)

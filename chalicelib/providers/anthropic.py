@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from chalicelib.providers.adapter import (
@@ -9,14 +10,17 @@ from chalicelib.providers.adapter import (
     Adapter,
     Completion,
     GenerationRequest,
+    StreamPiece,
     as_dict,
     as_int,
     as_list,
+    json_event,
     names,
     paginate,
     secret,
     segment,
     split_system,
+    sse_events,
     sub_dict,
 )
 from chalicelib.providers.base import ProviderError, Target
@@ -105,7 +109,8 @@ class AnthropicAdapter(Adapter):
         )
         return isinstance(resp.data, dict)
 
-    async def generate(self, s: ProviderSession, req: GenerationRequest) -> Completion:
+    @staticmethod
+    def _body(req: GenerationRequest) -> dict[str, Any]:
         system, rest = split_system(req.messages)
         body: dict[str, Any] = {
             "model": req.model,
@@ -116,11 +121,14 @@ class AnthropicAdapter(Adapter):
             body["system"] = system
         if req.temperature is not None:
             body["temperature"] = req.temperature
+        return body
+
+    async def generate(self, s: ProviderSession, req: GenerationRequest) -> Completion:
         resp = await s.request_json(
             "POST",
             f"{self.base_url(s.target)}/v1/messages",
             headers=self.headers(s.target),
-            json_body=body,
+            json_body=self._body(req),
             classify=classify,
             model_call=True,
         )
@@ -142,3 +150,48 @@ class AnthropicAdapter(Adapter):
             output_tokens=as_int(usage.get("output_tokens")),
             request_id=request_id if isinstance(request_id, str) else None,
         )
+
+    async def stream(
+        self, s: ProviderSession, req: GenerationRequest
+    ) -> AsyncIterator[StreamPiece]:
+        """Messages streaming: input tokens in ``message_start``, text in ``text_delta``s, the
+        stop reason and output tokens in ``message_delta``, an ``error`` event mid-stream."""
+        response = await s.open_stream(
+            "POST",
+            f"{self.base_url(s.target)}/v1/messages",
+            headers=self.headers(s.target),
+            json_body={**self._body(req), "stream": True},
+            classify=classify,
+        )
+        request_id = response.headers.get("request-id")
+        async for event, data in sse_events(s.stream_lines(response)):
+            if event == "ping":
+                continue
+            obj = json_event(data, "message stream event")
+            kind = obj.get("type") or event
+            if kind == "error":
+                raise classify(ErrorResponse(500, obj, response.headers, True))
+            if kind == "message_start":
+                message = sub_dict(obj, "message")
+                usage = sub_dict(message, "usage")
+                model = message.get("model")
+                yield StreamPiece(
+                    input_tokens=as_int(usage.get("input_tokens")),
+                    model=model if isinstance(model, str) and model else None,
+                    request_id=request_id or message.get("id"),
+                )
+            elif kind == "content_block_delta":
+                delta = sub_dict(obj, "delta")
+                if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+                    yield StreamPiece(text=delta["text"])
+            elif kind == "message_delta":
+                stop = sub_dict(obj, "delta").get("stop_reason")
+                usage = sub_dict(obj, "usage")
+                yield StreamPiece(
+                    finish_reason=_FINISH.get(str(stop), "other") if stop else None,
+                    output_tokens=(
+                        as_int(usage["output_tokens"]) if "output_tokens" in usage else None
+                    ),
+                )
+            elif kind == "message_stop":
+                return

@@ -14,11 +14,14 @@ deployments. So:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from chalicelib.providers.adapter import (
     Adapter,
     Completion,
     GenerationRequest,
     ModelCheck,
+    StreamPiece,
     as_dict,
     as_list,
     names,
@@ -28,7 +31,13 @@ from chalicelib.providers.adapter import (
 )
 from chalicelib.providers.base import ProviderError, Target
 from chalicelib.providers.classify import ErrorResponse, error
-from chalicelib.providers.openai import chat_body, error_fields, parse_chat, post_chat
+from chalicelib.providers.openai import (
+    chat_body,
+    error_fields,
+    parse_chat,
+    post_chat,
+    stream_chat,
+)
 from chalicelib.providers.openai import classify as openai_classify
 from chalicelib.providers.session import ProviderSession
 
@@ -109,3 +118,19 @@ class AzureOpenAIAdapter(Adapter):
             classify=classify,
         )
         return parse_chat(resp, req.model)
+
+    async def stream(
+        self, s: ProviderSession, req: GenerationRequest
+    ) -> AsyncIterator[StreamPiece]:
+        body = chat_body(req, with_model=False)
+        if req.max_tokens is not None:
+            body["max_tokens"] = req.max_tokens
+        async for piece in stream_chat(
+            s,
+            f"{self.base_url(s.target)}/openai/deployments/{segment(req.model)}/chat/completions",
+            headers=self.headers(s.target),
+            params={"api-version": self.api_version(s.target)},
+            body=body,
+            classify=classify,
+        ):
+            yield piece

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +35,7 @@ from chalicelib.providers.adapter import (
     Completion,
     GenerationRequest,
     ModelCheck,
+    StreamPiece,
     as_dict,
     as_int,
     as_list,
@@ -277,9 +278,8 @@ class BedrockAdapter(Adapter):
             return ModelCheck(False, f"'{model}': " + "; ".join(problems) + ".")
         return ModelCheck(True, "Authorized and available in the region.")
 
-    async def generate(self, s: ProviderSession, req: GenerationRequest) -> Completion:
-        """Converse: system messages into ``system``, limits into ``inferenceConfig``."""
-        _, runtime = await self._get_clients(s)
+    @staticmethod
+    def _converse_args(req: GenerationRequest) -> dict[str, Any]:
         system, rest = split_system(req.messages)
         kwargs: dict[str, Any] = {
             "modelId": req.model,
@@ -294,6 +294,12 @@ class BedrockAdapter(Adapter):
             inference["temperature"] = req.temperature
         if inference:
             kwargs["inferenceConfig"] = inference
+        return kwargs
+
+    async def generate(self, s: ProviderSession, req: GenerationRequest) -> Completion:
+        """Converse: system messages into ``system``, limits into ``inferenceConfig``."""
+        _, runtime = await self._get_clients(s)
+        kwargs = self._converse_args(req)
         data = await self._call(s, partial(runtime.converse, **kwargs), model_call=True)
         output = as_dict(data.get("output"), "converse output")
         content = sub_list(sub_dict(output, "message"), "content")
@@ -310,3 +316,42 @@ class BedrockAdapter(Adapter):
             output_tokens=as_int(usage.get("outputTokens")),
             request_id=request_id if isinstance(request_id, str) else None,
         )
+
+    async def stream(
+        self, s: ProviderSession, req: GenerationRequest
+    ) -> AsyncIterator[StreamPiece]:
+        """ConverseStream: opening the stream is retried like any call; its events (text in
+        ``contentBlockDelta``, ``messageStop``, usage in ``metadata``) are read after that,
+        in a thread, and never retried."""
+        _, runtime = await self._get_clients(s)
+        opened = await self._call(
+            s, partial(runtime.converse_stream, **self._converse_args(req)), model_call=True
+        )
+        request_id = sub_dict(opened, "ResponseMetadata").get("RequestId")
+        yield StreamPiece(request_id=request_id if isinstance(request_id, str) else None)
+        try:
+            async with asyncio.timeout(s.budget.require()):
+                events = await asyncio.to_thread(list, opened["stream"])
+        except TimeoutError:
+            raise s.budget.exhausted_error() from None
+        except Exception as exc:
+            err = classify(exc, model_call=True)
+            if err is None:
+                raise
+            raise err from None
+        for event in events:
+            if not isinstance(event, dict):
+                continue
+            if "contentBlockDelta" in event:
+                delta = sub_dict(sub_dict(event, "contentBlockDelta"), "delta")
+                if isinstance(delta.get("text"), str):
+                    yield StreamPiece(text=delta["text"])
+            elif "messageStop" in event:
+                stop = sub_dict(event, "messageStop").get("stopReason")
+                yield StreamPiece(finish_reason=_FINISH.get(str(stop), "other"))
+            elif "metadata" in event:
+                usage = sub_dict(sub_dict(event, "metadata"), "usage")
+                yield StreamPiece(
+                    input_tokens=as_int(usage.get("inputTokens")),
+                    output_tokens=as_int(usage.get("outputTokens")),
+                )

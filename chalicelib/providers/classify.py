@@ -86,6 +86,42 @@ def duration_seconds(value: Any) -> float | None:
     return None
 
 
+# A message saying the requested model does not exist or cannot be used, in the words servers
+# use: OpenAI/Groq "The model `x` does not exist", vLLM "The model `x` does not exist.",
+# Ollama "model 'x' not found, try pulling it first", LiteLLM "Invalid model name passed in
+# model=x", Mistral "Invalid model: x", DeepSeek "Model Not Exist", OpenRouter "x is not a
+# valid model ID", Together "Unable to access model x". The gap after "model" stops at a
+# sentence end, so "'max_tokens' is not supported with this model. Use ..." is not one.
+_MISSING_MODEL = re.compile(
+    r"\bmodel\b(?:(?!\.\s).){0,80}?"
+    r"(?:not found|does not exist|doesn't exist|not exist|no longer exists|is not available"
+    r"|not available|is invalid|not valid)"
+    r"|\b(?:invalid|unknown|no such)\s+model\b"
+    r"|not a valid model"
+    r"|unable to access model",
+    re.IGNORECASE,
+)
+_MODEL_STATUSES = (400, 404, 422)
+
+
+def names_missing_model(resp: ErrorResponse) -> bool:
+    """A 400/404/422 answer to a call that named a model, saying that model is unusable.
+
+    OpenAI-shaped bodies that name another parameter (``error.param``) are about that
+    parameter, whatever the message says.
+    """
+    if not resp.model_call or resp.status not in _MODEL_STATUSES:
+        return False
+    err = resp.body.get("error") if isinstance(resp.body, dict) else None
+    param = err.get("param") if isinstance(err, dict) else None
+    if isinstance(resp.body, dict) and param is None:
+        param = resp.body.get("param")  # vLLM's older flat shape
+    if isinstance(param, str) and param.strip().lower() not in ("", "none", "null"):
+        return param.strip().lower() == "model"
+    message = body_message(resp.body)
+    return message is not None and _MISSING_MODEL.search(message) is not None
+
+
 def _should_retry_override(headers: Mapping[str, str]) -> bool | None:
     value = (headers.get("x-should-retry") or "").strip().lower()
     return {"true": True, "false": False}.get(value)
@@ -94,8 +130,9 @@ def _should_retry_override(headers: Mapping[str, str]) -> bool | None:
 def by_status(resp: ErrorResponse, message: str | None = None) -> ProviderError:
     """The default mapping of an HTTP status to an error code.
 
-    404 on a model call means the model is missing; on a listing it means the base URL does
-    not point at the API, which the user fixes like an unavailable provider.
+    404 on a model call means the model is missing, and so does a 400 or 422 whose message
+    says so (``names_missing_model``); a 404 on a listing means the base URL does not point at
+    the API, which the user fixes like an unavailable provider.
     """
     status = resp.status
     text = message or provider_message(resp)
@@ -109,6 +146,8 @@ def by_status(resp: ErrorResponse, message: str | None = None) -> ProviderError:
         code = "quota_exhausted"
     elif status == 403:
         code = "permission_denied"
+    elif names_missing_model(resp):
+        code = "model_not_available"
     elif status == 404:
         if resp.model_call:
             code = "model_not_available"

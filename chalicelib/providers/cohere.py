@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from chalicelib.providers.adapter import (
     Adapter,
     Completion,
     GenerationRequest,
+    StreamPiece,
     as_dict,
     as_int,
     as_list,
+    json_event,
     names,
     paginate,
     secret,
     segment,
+    sse_events,
     sub_dict,
     sub_list,
 )
@@ -95,7 +99,8 @@ class CohereAdapter(Adapter):
         )
         return isinstance(resp.data, dict)
 
-    async def generate(self, s: ProviderSession, req: GenerationRequest) -> Completion:
+    @staticmethod
+    def _body(req: GenerationRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": req.model,
             "messages": [{"role": m.role, "content": m.content} for m in req.messages],
@@ -104,11 +109,14 @@ class CohereAdapter(Adapter):
             body["max_tokens"] = req.max_tokens
         if req.temperature is not None:
             body["temperature"] = req.temperature
+        return body
+
+    async def generate(self, s: ProviderSession, req: GenerationRequest) -> Completion:
         resp = await s.request_json(
             "POST",
             f"{self.base_url(s.target)}/v2/chat",
             headers=self.headers(s.target),
-            json_body=body,
+            json_body=self._body(req),
             classify=classify,
             model_call=True,
         )
@@ -134,3 +142,37 @@ class CohereAdapter(Adapter):
             output_tokens=as_int(counts.get("output_tokens")),
             request_id=request_id if isinstance(request_id, str) else None,
         )
+
+    async def stream(
+        self, s: ProviderSession, req: GenerationRequest
+    ) -> AsyncIterator[StreamPiece]:
+        """v2 chat stream: ``content-delta`` text, ``message-end`` finish reason and usage."""
+        response = await s.open_stream(
+            "POST",
+            f"{self.base_url(s.target)}/v2/chat",
+            headers=self.headers(s.target),
+            json_body={**self._body(req), "stream": True},
+            classify=classify,
+        )
+        request_id = response.headers.get("x-request-id")
+        async for event, data in sse_events(s.stream_lines(response)):
+            if data.strip() == "[DONE]":
+                return
+            obj = json_event(data, "chat stream event")
+            kind = obj.get("type") or event
+            if kind == "message-start":
+                yield StreamPiece(request_id=obj.get("id") or request_id)
+            elif kind == "content-delta":
+                content = sub_dict(sub_dict(sub_dict(obj, "delta"), "message"), "content")
+                if isinstance(content.get("text"), str):
+                    yield StreamPiece(text=content["text"])
+            elif kind == "message-end":
+                delta = sub_dict(obj, "delta")
+                usage = sub_dict(delta, "usage")
+                counts = sub_dict(usage, "tokens") or sub_dict(usage, "billed_units")
+                yield StreamPiece(
+                    finish_reason=_FINISH.get(str(delta.get("finish_reason")), "other"),
+                    input_tokens=as_int(counts.get("input_tokens")),
+                    output_tokens=as_int(counts.get("output_tokens")),
+                )
+                return

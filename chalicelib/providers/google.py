@@ -7,6 +7,7 @@ so errors are classified by body first.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from chalicelib.providers.adapter import (
@@ -14,14 +15,17 @@ from chalicelib.providers.adapter import (
     Completion,
     GenerationRequest,
     ModelCheck,
+    StreamPiece,
     as_dict,
     as_int,
     as_list,
+    json_event,
     names,
     paginate,
     secret,
     segment,
     split_system,
+    sse_events,
     sub_dict,
     sub_list,
 )
@@ -131,7 +135,8 @@ class GoogleAdapter(Adapter):
         )
         return isinstance(resp.data, dict)
 
-    async def generate(self, s: ProviderSession, req: GenerationRequest) -> Completion:
+    @staticmethod
+    def _body(req: GenerationRequest) -> dict[str, Any]:
         system, rest = split_system(req.messages)
         body: dict[str, Any] = {
             "contents": [
@@ -151,12 +156,15 @@ class GoogleAdapter(Adapter):
             config["temperature"] = req.temperature
         if config:
             body["generationConfig"] = config
+        return body
+
+    async def generate(self, s: ProviderSession, req: GenerationRequest) -> Completion:
         model = _model_id(req.model)
         resp = await s.request_json(
             "POST",
             f"{self.base_url(s.target)}/models/{segment(model)}:generateContent",
             headers=self.headers(s.target),
-            json_body=body,
+            json_body=self._body(req),
             classify=classify,
             model_call=True,
         )
@@ -185,3 +193,55 @@ class GoogleAdapter(Adapter):
             + as_int(usage.get("thoughtsTokenCount")),
             request_id=request_id if isinstance(request_id, str) else None,
         )
+
+    async def stream(
+        self, s: ProviderSession, req: GenerationRequest
+    ) -> AsyncIterator[StreamPiece]:
+        """``:streamGenerateContent?alt=sse``: each event a whole GenerateContentResponse; the
+        last carries the finish reason and the final token counts."""
+        model = _model_id(req.model)
+        response = await s.open_stream(
+            "POST",
+            f"{self.base_url(s.target)}/models/{segment(model)}:streamGenerateContent",
+            headers=self.headers(s.target),
+            params={"alt": "sse"},
+            json_body=self._body(req),
+            classify=classify,
+        )
+        async for _, data in sse_events(s.stream_lines(response)):
+            chunk = json_event(data, "streamGenerateContent chunk")
+            if isinstance(chunk.get("error"), dict):
+                raise classify(ErrorResponse(500, chunk, response.headers, True))
+            candidates = as_list(chunk.get("candidates", []), "candidates")
+            text, finish = "", None
+            if candidates:
+                candidate = as_dict(candidates[0], "candidate")
+                text = "".join(
+                    p["text"]
+                    for p in sub_list(sub_dict(candidate, "content"), "parts")
+                    if isinstance(p, dict)
+                    and isinstance(p.get("text"), str)
+                    and not p.get("thought")
+                )
+                if candidate.get("finishReason"):
+                    finish = _FINISH.get(str(candidate.get("finishReason")), "other")
+            elif sub_dict(chunk, "promptFeedback").get("blockReason"):
+                finish = "content_filter"
+            usage = sub_dict(chunk, "usageMetadata")
+            version = chunk.get("modelVersion")
+            request_id = chunk.get("responseId")
+            yield StreamPiece(
+                text=text,
+                finish_reason=finish,
+                input_tokens=(
+                    as_int(usage["promptTokenCount"]) if "promptTokenCount" in usage else None
+                ),
+                output_tokens=(
+                    as_int(usage.get("candidatesTokenCount"))
+                    + as_int(usage.get("thoughtsTokenCount"))
+                    if "candidatesTokenCount" in usage
+                    else None
+                ),
+                model=version if isinstance(version, str) and version else None,
+                request_id=request_id if isinstance(request_id, str) else None,
+            )

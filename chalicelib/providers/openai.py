@@ -6,7 +6,7 @@ Base URL includes the version (``https://api.openai.com/v1``); paths ``/models``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,14 +14,17 @@ from chalicelib.providers.adapter import (
     Adapter,
     Completion,
     GenerationRequest,
+    StreamPiece,
     as_dict,
     as_int,
     as_list,
     bad_shape,
+    json_event,
     names,
     paginate,
     secret,
     segment,
+    sse_events,
     sub_dict,
 )
 from chalicelib.providers.base import ProviderError, Target
@@ -156,6 +159,53 @@ async def post_chat(
     return await send(payload)
 
 
+async def stream_chat(
+    s: ProviderSession,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: dict[str, Any],
+    classify: Classifier,
+    params: Mapping[str, str] | None = None,
+) -> AsyncIterator[StreamPiece]:
+    """A streamed chat completion (OpenAI and Azure): ``chat.completion.chunk`` events until
+    ``data: [DONE]``; usage arrives in a last chunk without choices (``include_usage``)."""
+    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    response = await s.open_stream(
+        "POST", url, headers=headers, params=params, json_body=payload, classify=classify
+    )
+    request_id = response.headers.get("x-request-id") or response.headers.get("apim-request-id")
+    if request_id:
+        yield StreamPiece(request_id=request_id)
+    async for _, data in sse_events(s.stream_lines(response)):
+        if data.strip() == "[DONE]":
+            return
+        chunk = json_event(data, "chat completion chunk")
+        if isinstance(chunk.get("error"), dict):
+            raise error("provider_unavailable", ErrorResponse(500, chunk, response.headers, True))
+        usage = sub_dict(chunk, "usage")
+        model = chunk.get("model")
+        piece = StreamPiece(
+            model=model if isinstance(model, str) and model else None,
+            input_tokens=as_int(usage["prompt_tokens"]) if "prompt_tokens" in usage else None,
+            output_tokens=(
+                as_int(usage["completion_tokens"]) if "completion_tokens" in usage else None
+            ),
+        )
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices:
+            choice = as_dict(choices[0], "chat completion chunk choice")
+            finish = choice.get("finish_reason")
+            piece = StreamPiece(
+                text=_message_text(sub_dict(choice, "delta").get("content")),
+                finish_reason=_FINISH.get(str(finish), "other") if finish else None,
+                input_tokens=piece.input_tokens,
+                output_tokens=piece.output_tokens,
+                model=piece.model,
+            )
+        yield piece
+
+
 class OpenAIAdapter(Adapter):
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
@@ -221,3 +271,18 @@ class OpenAIAdapter(Adapter):
             classify=classify,
         )
         return parse_chat(resp, req.model)
+
+    async def stream(
+        self, s: ProviderSession, req: GenerationRequest
+    ) -> AsyncIterator[StreamPiece]:
+        body = chat_body(req, with_model=True)
+        if req.max_tokens is not None:
+            body[self.token_field(s.target)] = req.max_tokens
+        async for piece in stream_chat(
+            s,
+            f"{self.base_url(s.target)}/chat/completions",
+            headers=self.headers(s.target),
+            body=body,
+            classify=classify,
+        ):
+            yield piece

@@ -168,17 +168,17 @@ def _outcome(
 
     connectivity = Check(obs.connected, obs.connectivity_ms if obs.connected else None)
 
-    if progress.models is None and err is not None and err.code in _AUTH_FAILURES:
-        authentication = Check(False, detail=err.message)
-    elif progress.models is not None or obs.auth_proven:
-        authentication = Check(True)
-    else:
-        authentication = Check(None)
+    authentication = _authentication(progress, obs.auth_proven, err)
 
     models = [s.scrub(m) for m in progress.models or []]
     check = progress.model_check
     if not target.default_model:
         model_access = Check(None, detail="No default model is set.")
+    elif err is not None and err.code in _AUTH_FAILURES:
+        # After an accepted listing, a 403 on the lookup or probe is about the model; after a
+        # 401 nothing is known about it.
+        denied = err.code == "permission_denied" and progress.models is not None
+        model_access = Check(False, detail=err.message) if denied else Check(None)
     elif check is None:
         model_access = Check(None)
     else:
@@ -219,6 +219,23 @@ def _outcome(
         error=s.scrub_error(err).to_dict() if err is not None else None,
         warnings=[TestWarning(w.code, s.scrub(w.message)) for w in warnings],
     )
+
+
+def _authentication(progress: _Progress, auth_proven: bool, err: ProviderError | None) -> Check:
+    """The authentication check, never contradicting the error code.
+
+    A rejected key (401) fails it wherever it happened, even after a listing succeeded (a
+    gateway that lists models without checking the key, or a key revoked mid-test). A 403
+    fails it only when nothing was accepted before: after an accepted listing, a 403 on the
+    model is about the model, not the credentials.
+    """
+    if err is not None and (
+        err.code == "invalid_api_key" or (err.code in _AUTH_FAILURES and progress.models is None)
+    ):
+        return Check(False, detail=err.message)
+    if progress.models is not None or auth_proven:
+        return Check(True)
+    return Check(None)
 
 
 def _validate(messages: Sequence[ChatMessage], max_tokens: int | None) -> None:
@@ -272,6 +289,123 @@ async def invoke_target(
         output_tokens=completion.output_tokens,
         latency_ms=max(0, round(s.budget.elapsed() * 1000)),
         provider_request_id=s.scrub.optional(completion.request_id),
+    )
+
+
+@dataclass
+class StreamOutcome:
+    """A streamed generation as received: the text deltas in order, then either the final
+    facts (finish reason, usage) or the error that broke the stream after it began."""
+
+    deltas: list[str]
+    model: str
+    finish_reason: str | None
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int
+    first_token_ms: int | None
+    provider_request_id: str | None
+    error: ProviderError | None = None
+
+    def final(self) -> dict[str, Any]:
+        """What the last event carries: usage and latency, on success and failure alike."""
+        return {
+            "model": self.model,
+            "finish_reason": self.finish_reason,
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
+            "latency_ms": self.latency_ms,
+            "first_token_ms": self.first_token_ms,
+            "provider_request_id": self.provider_request_id,
+        }
+
+
+@dataclass
+class _StreamState:
+    started: float
+    model: str
+    deltas: list[str]
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    first_token_at: float | None = None
+    request_id: str | None = None
+
+
+async def _collect(
+    adapter: Adapter, s: ProviderSession, request: GenerationRequest, state: _StreamState
+) -> None:
+    async for piece in adapter.stream(s, request):
+        if piece.text:
+            if state.first_token_at is None:
+                state.first_token_at = s.clock.monotonic()
+            state.deltas.append(piece.text)
+        if piece.finish_reason is not None:
+            state.finish_reason = piece.finish_reason
+        if piece.input_tokens is not None:
+            state.input_tokens = piece.input_tokens
+        if piece.output_tokens is not None:
+            state.output_tokens = piece.output_tokens
+        if piece.model:
+            state.model = piece.model
+        if piece.request_id:
+            state.request_id = piece.request_id
+    if state.finish_reason is None:
+        raise ProviderError(
+            "bad_response",
+            "The provider's stream ended before the answer was finished.",
+            retryable=False,
+        )
+
+
+async def stream_target(
+    target: Target,
+    messages: list[ChatMessage],
+    *,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+) -> StreamOutcome:
+    """One chat generation, streamed from the provider in its own format.
+
+    The same limits, budget and error mapping as ``invoke_target``; retries happen only
+    before the first byte of the answer. A failure before any text raises ProviderError
+    (scrubbed); a failure after text arrived is returned in ``error`` with what came before.
+    """
+    _validate(messages, max_tokens)
+    clock = clock or SYSTEM_CLOCK
+    chosen = model or target.default_model
+    async with _http_client(target, client) as http:
+        s = ProviderSession(target, client=http, clock=clock)
+        state = _StreamState(started=clock.monotonic(), model=chosen or "", deltas=[])
+        failure: ProviderError | None = None
+        try:
+            adapter = get_adapter(target.adapter)
+            if not chosen:
+                raise ProviderError(
+                    "model_not_available",
+                    "No model was given and the connection has no default model.",
+                )
+            if target.adapter != "bedrock":
+                s.check_url(adapter.base_url(target))
+            request = GenerationRequest(chosen, list(messages), max_tokens, temperature)
+            await _guarded(s, _collect(adapter, s, request, state))
+        except ProviderError as err:
+            if not state.deltas:
+                raise s.scrub_error(err) from None
+            failure = s.scrub_error(err)
+    first = state.first_token_at
+    return StreamOutcome(
+        deltas=[s.scrub(d) for d in state.deltas],
+        model=s.scrub(state.model),
+        finish_reason=state.finish_reason if failure is None else None,
+        input_tokens=state.input_tokens,
+        output_tokens=state.output_tokens,
+        latency_ms=max(0, round(s.budget.elapsed() * 1000)),
+        first_token_ms=None if first is None else max(0, round((first - state.started) * 1000)),
+        provider_request_id=s.scrub.optional(state.request_id),
+        error=failure,
     )
 
 

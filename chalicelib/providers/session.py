@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -186,6 +186,59 @@ class ProviderSession:
 
         return await self.run(attempt)
 
+    async def open_stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        classify: Classifier,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Any = None,
+    ) -> httpx.Response:
+        """A streamed model call: retried like any call until a 2xx answer's headers arrive,
+        then handed over unread (``stream_lines``); nothing after the first byte is retried."""
+        self.check_url(url)
+        all_headers = {"accept": "text/event-stream", **(headers or {})}
+
+        async def attempt() -> httpx.Response:
+            response, content = await self._send(
+                method, url, all_headers, params, json_body, keep_open=True
+            )
+            if content is None:
+                self.obs.auth_proven = True
+                self._note_headroom(response.headers)
+                return response
+            raise self._error(response, content, classify, model_call=True)
+
+        return await self.run(attempt)
+
+    async def stream_lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The lines of an opened stream, each read within the budget, the total capped."""
+        size = 0
+        lines = response.aiter_lines()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.budget.require()):
+                        line = await anext(lines)
+                except StopAsyncIteration:
+                    return
+                except (TimeoutError, httpx.TimeoutException):
+                    raise _timeout_error(self.budget) from None
+                except (httpx.NetworkError, httpx.ProtocolError, httpx.DecodingError) as exc:
+                    raise ProviderError(
+                        "network_error",
+                        f"The provider's stream broke off: {_reason(exc)}",
+                        retryable=False,
+                    ) from None
+                size += len(line) + 1
+                if size > MAX_RESPONSE_BYTES:
+                    raise _too_large(MAX_RESPONSE_BYTES)
+                yield line
+        finally:
+            await response.aclose()
+
     async def _attempt(
         self,
         method: str,
@@ -196,6 +249,22 @@ class ProviderSession:
         classify: Classifier,
         model_call: bool,
     ) -> JsonResponse:
+        response, content = await self._send(method, url, headers, params, json_body)
+        assert content is not None  # only keep_open leaves a body unread
+        return self._handle(response, content, classify, model_call)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str | int] | None,
+        json_body: Any,
+        *,
+        keep_open: bool = False,
+    ) -> tuple[httpx.Response, bytes | None]:
+        """One request; the body read and the response closed, except a 2xx with
+        ``keep_open`` (a stream), whose body is left to the caller (``None``)."""
         timeout = self.budget.require()
         trace = _ConnectTrace(self.clock)
         try:
@@ -220,10 +289,12 @@ class ProviderSession:
                 reached = True
                 if self.obs.first_response_ms is None:
                     self.obs.first_response_ms = round((self.clock.monotonic() - started) * 1000)
-                try:
-                    content = await _read_capped(response, MAX_RESPONSE_BYTES)
-                finally:
-                    await response.aclose()
+                content: bytes | None = None
+                if not (keep_open and 200 <= response.status_code < 300):
+                    try:
+                        content = await _read_capped(response, MAX_RESPONSE_BYTES)
+                    finally:
+                        await response.aclose()
         except ProviderError as err:  # the guard refused the address
             reached = False if err.code == "blocked_endpoint" else reached
             raise
@@ -263,7 +334,7 @@ class ProviderSession:
                 self.obs.saw_connect(reached)
             if self.obs.connect_ms is None and trace.connect_ms is not None:
                 self.obs.connect_ms = trace.connect_ms
-        return self._handle(response, content, classify, model_call)
+        return response, content
 
     def note_failure(self, err: ProviderError) -> None:
         """Connectivity from an error whose cause the trace could not see (mock transports)."""
@@ -293,16 +364,23 @@ class ProviderSession:
                     retryable=False,
                 ) from None
             return JsonResponse(status, data, response.headers)
+        raise self._error(response, content, classify, model_call)
+
+    def _error(
+        self, response: httpx.Response, content: bytes, classify: Classifier, model_call: bool
+    ) -> ProviderError:
+        """The classified error of a non-2xx answer."""
+        status = response.status_code
         try:
             body = json.loads(content) if content else None
         except ValueError:
             body = None
         resp = ErrorResponse(status, body, response.headers, model_call)
         if 300 <= status < 400:
-            raise by_status(resp)
+            return by_status(resp)
         if status == 429 and has_account_rate_headers(response.headers):
             self.obs.auth_proven = True
-        raise classify(resp)
+        return classify(resp)
 
     def _note_headroom(self, headers: Mapping[str, str]) -> None:
         found = headroom(headers)

@@ -14,8 +14,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
@@ -31,6 +32,9 @@ from chalicelib.services.providers import ProviderService
 from chalicelib.services.testing import TestingService
 from chalicelib.services.validation import Strict, parse
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from chalicelib.providers.base import ProviderError
 
 # Provider error code -> our HTTP status for an invoke.
 UPSTREAM_STATUS = {
@@ -65,6 +69,7 @@ class InvokeRequest(Strict):
     model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     temperature: Annotated[float, Field(ge=0, le=5)] | None = None
+    stream: bool = False
 
     @field_validator("messages")
     @classmethod
@@ -73,6 +78,16 @@ class InvokeRequest(Strict):
         if all(m.role == "system" for m in messages):
             raise ValueError("at least one user or assistant message is required")
         return messages
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """A streamed invoke's answer in the one event format of every provider: ``delta``
+    events (``{"text"}``) in order, then ``end`` (finish reason, usage, latency) or, when the
+    provider's stream broke after it began, ``error`` (code, message, remediation, and the
+    same usage and latency)."""
+
+    events: list[tuple[str, dict[str, Any]]]
 
 
 class TTLCache:
@@ -168,9 +183,11 @@ class InvokeService:
             self.secrets.put(key, dict(values))
         return values
 
-    def invoke(self, caller: Caller, connection_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        from chalicelib.providers.base import REMEDIATION, ChatMessage, ProviderError
-        from chalicelib.providers.runner import invoke_target, run_sync
+    def invoke(self, caller: Caller, connection_id: str,
+               body: dict[str, Any]) -> dict[str, Any] | EventStream:
+        """One chat call; with ``"stream": true`` the answer as an ``EventStream``."""
+        from chalicelib.providers.base import ChatMessage, ProviderError
+        from chalicelib.providers.runner import invoke_target, run_sync, stream_target
 
         req = parse(InvokeRequest, body)
         item = self._connections.get(caller, connection_id)
@@ -209,26 +226,56 @@ class InvokeService:
             default_model=model, settings=conn_settings)
         messages = [ChatMessage(m.role, m.content) for m in req.messages]
         started = time.monotonic()
+        if req.stream:
+            try:
+                streamed = run_sync(stream_target(target, messages, model=model,
+                                                  max_tokens=max_tokens,
+                                                  temperature=temperature))
+            except ProviderError as err:
+                raise self._failed(item, now, started, err) from None
+            failure = streamed.error
+            self._record(item, now, streamed.latency_ms, streamed.input_tokens,
+                         streamed.output_tokens, failure.code if failure else None)
+            self._count_tokens(item, conn_settings, now,
+                               streamed.input_tokens + streamed.output_tokens)
+            events: list[tuple[str, dict[str, Any]]] = [
+                ("delta", {"text": text}) for text in streamed.deltas]
+            if failure is None:
+                events.append(("end", streamed.final()))
+            else:
+                events.append(("error", {**failure.to_dict(), **streamed.final()}))
+            return EventStream(events)
         try:
             outcome = run_sync(invoke_target(target, messages, model=model,
                                              max_tokens=max_tokens, temperature=temperature))
         except ProviderError as err:
-            latency = round((time.monotonic() - started) * 1000)
-            self._record(item, now, latency, 0, 0, err.code)
-            retry_after = max(1, math.ceil(err.retry_after)) if err.retry_after else None
-            if err.code == "rate_limited" and retry_after is None:
-                retry_after = 1
-            raise UpstreamFailure(err.message, code=err.code,
-                                  http_status=UPSTREAM_STATUS.get(err.code, 502),
-                                  remediation=list(REMEDIATION[err.code]),
-                                  retry_after=retry_after) from None
+            raise self._failed(item, now, started, err) from None
         self._record(item, now, outcome.latency_ms, outcome.input_tokens, outcome.output_tokens,
                      None)
-        if conn_settings.get("monthly_token_quota"):
-            self._usage.add_month_tokens(item.id, now.strftime("%Y-%m"),
-                                         outcome.input_tokens + outcome.output_tokens,
-                                         _epoch(now + timedelta(days=62)))
+        self._count_tokens(item, conn_settings, now,
+                           outcome.input_tokens + outcome.output_tokens)
         return outcome.to_dict()
+
+    def _failed(self, item: ConnectionModel, now: datetime, started: float,
+                err: ProviderError) -> UpstreamFailure:
+        """A provider failure before any answer: recorded, and mapped to our HTTP error."""
+        from chalicelib.providers.base import REMEDIATION
+
+        latency = round((time.monotonic() - started) * 1000)
+        self._record(item, now, latency, 0, 0, err.code)
+        retry_after = max(1, math.ceil(err.retry_after)) if err.retry_after else None
+        if err.code == "rate_limited" and retry_after is None:
+            retry_after = 1
+        return UpstreamFailure(err.message, code=err.code,
+                               http_status=UPSTREAM_STATUS.get(err.code, 502),
+                               remediation=list(REMEDIATION[err.code]),
+                               retry_after=retry_after)
+
+    def _count_tokens(self, item: ConnectionModel, conn_settings: dict[str, Any],
+                      now: datetime, tokens: int) -> None:
+        if conn_settings.get("monthly_token_quota"):
+            self._usage.add_month_tokens(item.id, now.strftime("%Y-%m"), tokens,
+                                         _epoch(now + timedelta(days=62)))
 
     def _gate(self, item: ConnectionModel, conn_settings: dict[str, Any], now: datetime) -> None:
         """Rate limit and monthly quotas, enforced in DynamoDB across all Lambdas."""

@@ -9,6 +9,7 @@ from fakeprovider.catalog import ANTHROPIC_CATALOG, ANTHROPIC_DECOY, AnthropicMo
 from fakeprovider.providers.base import (
     REQUEST_LIMIT,
     TOKEN_LIMIT,
+    Generation,
     Provider,
     generate,
     positive_int,
@@ -16,6 +17,8 @@ from fakeprovider.providers.base import (
     remaining,
     text_of,
 )
+from fakeprovider.providers.openai import bearer
+from fakeprovider.streaming import sse_response, word_chunks
 from fakeprovider.wire import Call, Request, Response, json_response
 
 
@@ -24,7 +27,9 @@ class AnthropicProvider(Provider):
     prefix = "/anthropic"
 
     def credential(self, req: Request) -> str | None:
-        return req.header("x-api-key") or None
+        # x-api-key (what our adapter and older SDKs send), or Authorization: Bearer (what the
+        # 2.x SDKs send for an API key as well as for an OAuth token).
+        return req.header("x-api-key") or bearer(req)
 
     def preflight(self, call: Call) -> Response | None:
         if not call.req.header("anthropic-version"):
@@ -90,6 +95,11 @@ class AnthropicProvider(Provider):
             "id": m.id,
             "display_name": m.display_name,
             "created_at": m.created_at,
+            "lifecycle": "active",
+            "deprecated_at": None,
+            "retires_at": None,
+            "max_input_tokens": 200_000,
+            "max_tokens": 64_000,
         }
 
     def _messages(self, call: Call) -> Response:
@@ -121,6 +131,8 @@ class AnthropicProvider(Provider):
                 )
             texts.extend(text_of(msg.get("content")))
         gen = generate(texts, max_tokens)
+        if body.get("stream") is True:
+            return self._message_stream(call, model.id, gen)
         return json_response(
             200,
             {
@@ -134,6 +146,59 @@ class AnthropicProvider(Provider):
                 "usage": {"input_tokens": gen.input_tokens, "output_tokens": gen.output_tokens},
             },
         )
+
+    def _message_stream(self, call: Call, model_id: str, gen: Generation) -> Response:
+        """The Messages streaming events: message_start, a text block's start/deltas/stop,
+        message_delta (stop reason, output tokens), message_stop; a ping as the real API."""
+        message = {
+            "id": f"msg_fake{call.request_id[:20]}",
+            "type": "message",
+            "role": "assistant",
+            "model": model_id,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": gen.input_tokens, "output_tokens": 1},
+        }
+        events: list[tuple[str | None, Any]] = [
+            ("message_start", {"type": "message_start", "message": message}),
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
+            ("ping", {"type": "ping"}),
+        ]
+        events += [
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
+            )
+            for piece in word_chunks(gen.text)
+        ]
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": "max_tokens" if gen.truncated else "end_turn",
+                        "stop_sequence": None,
+                    },
+                    "usage": {"output_tokens": gen.output_tokens},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        return sse_response(events)
 
     def error(self, kind: str, call: Call, message: str | None = None) -> Response:
         headers: dict[str, str] = {}

@@ -14,7 +14,7 @@ from fakeprovider.catalog import (
     AzureModel,
 )
 from fakeprovider.providers.base import REQUEST_LIMIT, TOKEN_LIMIT, Provider, remaining
-from fakeprovider.providers.openai import bearer, chat_completion
+from fakeprovider.providers.openai import bearer, chat_answer
 from fakeprovider.wire import Call, HTTPError, Request, Response, json_response
 
 _API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
@@ -129,7 +129,7 @@ class AzureOpenAIProvider(Provider):
                 )
             )
         try:
-            return json_response(200, chat_completion(call, model_id, body))
+            return chat_answer(call, model_id, body)
         except ValueError as exc:
             raise self.fail("bad_request", call, str(exc)) from None
 

@@ -23,6 +23,7 @@ from fakeprovider.catalog import (
 from fakeprovider.providers.base import Provider, generate, positive_int, text_of
 from fakeprovider.providers.openai import bearer
 from fakeprovider.sigv4 import access_key_of, parse_authorization, signature_matches
+from fakeprovider.streaming import eventstream_response, word_chunks
 from fakeprovider.wire import Call, HTTPError, Request, Response, json_response
 
 SIGNING_NAME = "bedrock"
@@ -133,9 +134,9 @@ class BedrockProvider(Provider):
             req.method == "POST"
             and len(segments) == 3
             and segments[0] == "model"
-            and segments[2] == "converse"
+            and segments[2] in ("converse", "converse-stream")
         ):
-            return self._converse(call, segments[1])
+            return self._converse(call, segments[1], stream=segments[2] == "converse-stream")
         raise self.fail("no_route", call)
 
     def _list(self, call: Call) -> Response:
@@ -166,7 +167,7 @@ class BedrockProvider(Provider):
             },
         )
 
-    def _converse(self, call: Call, model_id: str) -> Response:
+    def _converse(self, call: Call, model_id: str, stream: bool = False) -> Response:
         body = call.req.json()
         if not isinstance(body, dict):
             raise self.fail(
@@ -218,16 +219,31 @@ class BedrockProvider(Provider):
                 texts.extend(text_of(msg.get("content")))
         gen = generate(texts, max_tokens)
         latency_ms = max(1, int((time.monotonic() - call.req.received_at) * 1000))
+        stop_reason = "max_tokens" if gen.truncated else "end_turn"
+        usage = {
+            "inputTokens": gen.input_tokens,
+            "outputTokens": gen.output_tokens,
+            "totalTokens": gen.input_tokens + gen.output_tokens,
+        }
+        if stream:
+            # ConverseStream: event-stream frames, usage and metrics in the last (metadata).
+            events: list[tuple[str, Any]] = [("messageStart", {"role": "assistant"})]
+            events += [
+                ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
+                for piece in word_chunks(gen.text)
+            ]
+            events += [
+                ("contentBlockStop", {"contentBlockIndex": 0}),
+                ("messageStop", {"stopReason": stop_reason}),
+                ("metadata", {"usage": usage, "metrics": {"latencyMs": latency_ms}}),
+            ]
+            return eventstream_response(events)
         return json_response(
             200,
             {
                 "output": {"message": {"role": "assistant", "content": [{"text": gen.text}]}},
-                "stopReason": "max_tokens" if gen.truncated else "end_turn",
-                "usage": {
-                    "inputTokens": gen.input_tokens,
-                    "outputTokens": gen.output_tokens,
-                    "totalTokens": gen.input_tokens + gen.output_tokens,
-                },
+                "stopReason": stop_reason,
+                "usage": usage,
                 "metrics": {"latencyMs": latency_ms},
             },
         )

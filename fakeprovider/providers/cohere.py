@@ -21,6 +21,7 @@ from fakeprovider.providers.base import (
     text_of,
 )
 from fakeprovider.providers.openai import bearer
+from fakeprovider.streaming import sse_response, word_chunks
 from fakeprovider.wire import Call, Request, Response, json_response
 
 _TRIAL_CALL_LIMIT = 1000
@@ -127,15 +128,72 @@ class CohereProvider(Provider):
                 texts.extend(text_of(msg.get("content")))
         gen = generate(texts, max_tokens)
         usage = {"input_tokens": gen.input_tokens, "output_tokens": gen.output_tokens}
+        finish = "MAX_TOKENS" if gen.truncated else "COMPLETE"
+        if body.get("stream") is True:
+            return self._chat_stream(call, gen.text, finish, usage)
         return json_response(
             200,
             {
                 "id": str(uuid.UUID(call.request_id)),
-                "finish_reason": "MAX_TOKENS" if gen.truncated else "COMPLETE",
+                "finish_reason": finish,
                 "message": {"role": "assistant", "content": [{"type": "text", "text": gen.text}]},
                 "usage": {"billed_units": dict(usage), "tokens": dict(usage)},
             },
         )
+
+    @staticmethod
+    def _chat_stream(call: Call, text: str, finish: str, usage: dict[str, int]) -> Response:
+        """v2 chat stream events (``event:`` name and a ``data`` object with the same
+        ``type``): message-start, content-start/-delta/-end, message-end with usage."""
+        start = {
+            "type": "message-start",
+            "id": str(uuid.UUID(call.request_id)),
+            "delta": {
+                "message": {
+                    "role": "assistant",
+                    "content": [],
+                    "tool_plan": "",
+                    "tool_calls": [],
+                    "citations": [],
+                }
+            },
+        }
+        events: list[tuple[str | None, Any]] = [
+            ("message-start", start),
+            (
+                "content-start",
+                {
+                    "type": "content-start",
+                    "index": 0,
+                    "delta": {"message": {"content": {"type": "text", "text": ""}}},
+                },
+            ),
+        ]
+        events += [
+            (
+                "content-delta",
+                {
+                    "type": "content-delta",
+                    "index": 0,
+                    "delta": {"message": {"content": {"text": piece}}},
+                },
+            )
+            for piece in word_chunks(text)
+        ]
+        events += [
+            ("content-end", {"type": "content-end", "index": 0}),
+            (
+                "message-end",
+                {
+                    "type": "message-end",
+                    "delta": {
+                        "finish_reason": finish,
+                        "usage": {"billed_units": dict(usage), "tokens": dict(usage)},
+                    },
+                },
+            ),
+        ]
+        return sse_response(events)
 
     def fault(self, kind: str, call: Call) -> Response:
         # The free key check answers a bad key with 200 {"valid": false}, not an error.

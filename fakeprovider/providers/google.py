@@ -12,6 +12,7 @@ from fakeprovider.catalog import (
     GoogleModel,
 )
 from fakeprovider.providers.base import Provider, generate, positive_int, text_of
+from fakeprovider.streaming import sse_response, word_chunks
 from fakeprovider.wire import Call, Request, Response, json_response
 
 _CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -65,8 +66,8 @@ class GoogleProvider(Provider):
             if req.method == "GET" and ":" not in rest:
                 return self._json(200, self._model_json(self._find(call, f"models/{rest}")))
             model, _, method = rest.rpartition(":")
-            if req.method == "POST" and method == "generateContent":
-                return self._generate(call, f"models/{model}")
+            if req.method == "POST" and method in ("generateContent", "streamGenerateContent"):
+                return self._generate(call, f"models/{model}", method == "streamGenerateContent")
         raise self.fail("no_route", call)
 
     def _json(self, status: int, payload: Any) -> Response:
@@ -104,7 +105,7 @@ class GoogleProvider(Provider):
             out.update({"temperature": 1, "topP": 0.95, "topK": 64, "maxTemperature": 2})
         return out
 
-    def _generate(self, call: Call, name: str) -> Response:
+    def _generate(self, call: Call, name: str, stream: bool = False) -> Response:
         body = call.req.json()
         if not isinstance(body, dict):
             raise self.fail("bad_request", call, "Invalid JSON payload received.")
@@ -133,25 +134,43 @@ class GoogleProvider(Provider):
                 "generation_config.max_output_tokens must be a positive integer",
             ) from None
         gen = generate(texts, max_tokens)
-        return self._json(
-            200,
-            {
-                "candidates": [
-                    {
-                        "content": {"role": "model", "parts": [{"text": gen.text}]},
-                        "finishReason": "MAX_TOKENS" if gen.truncated else "STOP",
-                        "index": 0,
-                    }
-                ],
-                "usageMetadata": {
-                    "promptTokenCount": gen.input_tokens,
-                    "candidatesTokenCount": gen.output_tokens,
-                    "totalTokenCount": gen.input_tokens + gen.output_tokens,
-                },
-                "modelVersion": model.name.removeprefix("models/"),
-                "responseId": f"fake{call.request_id[:18]}",
-            },
-        )
+        usage = {
+            "promptTokenCount": gen.input_tokens,
+            "candidatesTokenCount": gen.output_tokens,
+            "totalTokenCount": gen.input_tokens + gen.output_tokens,
+        }
+        version = model.name.removeprefix("models/")
+        response_id = f"fake{call.request_id[:18]}"
+
+        def answer(text: str, finish: str | None, usage_now: dict[str, int]) -> dict[str, Any]:
+            candidate: dict[str, Any] = {
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "index": 0,
+            }
+            if finish:
+                candidate["finishReason"] = finish
+            return {
+                "candidates": [candidate],
+                "usageMetadata": usage_now,
+                "modelVersion": version,
+                "responseId": response_id,
+            }
+
+        finish = "MAX_TOKENS" if gen.truncated else "STOP"
+        if not stream:
+            return self._json(200, answer(gen.text, finish, usage))
+        if call.req.query.get("alt") != "sse":
+            # Without alt=sse the API streams one JSON array; the SDKs always ask for SSE.
+            raise self.fail("bad_request", call, "fakeprovider streams with alt=sse only")
+        # Each chunk is a whole GenerateContentResponse; the last carries the finish reason
+        # and the final counts. CRLF line ends, as the real API sends.
+        pieces = word_chunks(gen.text)
+        prompt_only = {"promptTokenCount": gen.input_tokens, "totalTokenCount": gen.input_tokens}
+        events: list[tuple[str | None, Any]] = [
+            (None, answer(piece, None, prompt_only)) for piece in pieces[:-1]
+        ]
+        events.append((None, answer(pieces[-1], finish, usage)))
+        return sse_response(events, line_end="\r\n")
 
     def error(self, kind: str, call: Call, message: str | None = None) -> Response:
         details: list[dict[str, Any]] = []

@@ -9,12 +9,14 @@ from fakeprovider.catalog import OPENAI_CATALOG, OPENAI_DECOY, OpenAIModel
 from fakeprovider.providers.base import (
     REQUEST_LIMIT,
     TOKEN_LIMIT,
+    Generation,
     Provider,
     generate,
     positive_int,
     remaining,
     text_of,
 )
+from fakeprovider.streaming import sse_response, word_chunks
 from fakeprovider.wire import Call, Request, Response, json_response
 
 
@@ -35,11 +37,17 @@ def partly_redacted(key: str) -> str:
     return key[:3] + "*" * (len(key) - 7) + key[-4:]
 
 
-def chat_completion(call: Call, model_name: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A chat.completion object answering ``body`` (already validated as a dict).
+def chat_answer(call: Call, model_name: str, body: dict[str, Any]) -> Response:
+    """The answer to a chat completion request: one object, or chunks when ``stream`` is set.
 
     Raises ValueError when the request is malformed.
     """
+    if body.get("stream") is True:
+        return chat_completion_stream(call, model_name, body)
+    return json_response(200, chat_completion(call, model_name, body))
+
+
+def _chat_generation(body: dict[str, Any]) -> Generation:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty array")
@@ -52,7 +60,12 @@ def chat_completion(call: Call, model_name: str, body: dict[str, Any]) -> dict[s
         max_tokens = positive_int(body.get("max_completion_tokens", body.get("max_tokens")))
     except ValueError:
         raise ValueError("'max_tokens' must be a positive integer") from None
-    gen = generate(texts, max_tokens)
+    return generate(texts, max_tokens)
+
+
+def chat_completion(call: Call, model_name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A chat.completion object answering ``body`` (already validated as a dict)."""
+    gen = _chat_generation(body)
     return {
         "id": f"chatcmpl-{call.request_id[:24]}",
         "object": "chat.completion",
@@ -73,6 +86,41 @@ def chat_completion(call: Call, model_name: str, body: dict[str, Any]) -> dict[s
         },
         "system_fingerprint": "fp_fakeprovider",
     }
+
+
+def chat_completion_stream(call: Call, model_name: str, body: dict[str, Any]) -> Response:
+    """``chat.completion.chunk`` events, then ``data: [DONE]``; usage in a last chunk with no
+    choices when ``stream_options.include_usage`` asks for it (as OpenAI does)."""
+    gen = _chat_generation(body)
+    options = body.get("stream_options")
+    with_usage = isinstance(options, dict) and options.get("include_usage") is True
+    base = {
+        "id": f"chatcmpl-{call.request_id[:24]}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model_name,
+        "system_fingerprint": "fp_fakeprovider",
+    }
+    extra: dict[str, Any] = {"usage": None} if with_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**base, "choices": [choice], **extra}
+
+    events: list[tuple[str | None, Any]] = [
+        (None, chunk({"role": "assistant", "content": "", "refusal": None}))
+    ]
+    events += [(None, chunk({"content": piece})) for piece in word_chunks(gen.text)]
+    events.append((None, chunk({}, "length" if gen.truncated else "stop")))
+    if with_usage:
+        usage = {
+            "prompt_tokens": gen.input_tokens,
+            "completion_tokens": gen.output_tokens,
+            "total_tokens": gen.input_tokens + gen.output_tokens,
+        }
+        events.append((None, {**base, "choices": [], "usage": usage}))
+    events.append((None, "[DONE]"))
+    return sse_response(events)
 
 
 class OpenAIProvider(Provider):
@@ -117,7 +165,7 @@ class OpenAIProvider(Provider):
                     "supported in the v1/chat/completions endpoint.",
                 )
             try:
-                return json_response(200, chat_completion(call, model.id, body))
+                return chat_answer(call, model.id, body)
             except ValueError as exc:
                 raise self.fail("bad_request", call, str(exc)) from None
         raise self.fail("no_route", call)

@@ -33,7 +33,7 @@ class Stack:
 
     def run_tool(self, *args: str) -> str:
         """Run a devtools command against this stack (what `make daily` etc. run)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env = localenv.caller_environment()
         out = subprocess.run(
             [sys.executable, "-m", *args, "--aws-port", str(self.aws_port)],
             cwd=localenv.ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -46,7 +46,7 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     api_port, aws_port, fake_port = (localstack.free_port() for _ in range(3))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = localenv.caller_environment()
     # The stack logs every request: into a file, never a pipe nobody reads (a full pipe
     # blocks the server's next write, and the whole stack with it).
     log_path = tmp_path_factory.mktemp("stack") / "stack.log"

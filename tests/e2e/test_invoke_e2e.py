@@ -9,6 +9,7 @@ connects can be reset: the test opens its 20 keep-alive connections one by one f
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -131,7 +132,7 @@ def test_invoke_each_adapter_over_http(stack, adapter):
         since = last_seq(stack)
         for body, field in [
             ({"messages": HELLO, "temperature": TEMP_MAX[adapter] + 0.5}, "temperature"),
-            ({"messages": HELLO, "stream": True}, "stream"),
+            ({"messages": HELLO, "stream": "yes"}, "stream"),
             ({"messages": []}, "messages"),
             ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
             ({"messages": [{"role": "system", "content": "x"}]}, "messages"),
@@ -207,3 +208,21 @@ def test_provider_failures_over_http(stack):
         assert resp.json()["error"]["code"] == "invalid_api_key"
         assert len(received(stack, key, since)) == 1
         assert key not in resp.text
+
+
+@pytest.mark.parametrize("adapter", ["anthropic", "bedrock"])
+def test_streamed_invoke_over_http_is_buffered_server_sent_events(stack, adapter):
+    # Given a connection on the local stack (chalice local: the Lambda handler as deployed)
+    api = stack.client(f"e2e-stream-{uuid.uuid4().hex[:6]}")
+    cid = new_connection(api, stack, adapter, fake_key(adapter))
+    # When it is invoked with stream: true over HTTP
+    resp = api.post(f"/connections/{cid}/invoke", json={"messages": HELLO, "stream": True})
+    # Then the whole answer arrives as text/event-stream: deltas, then the end event
+    assert resp.status_code == 200, dump(resp)
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    blocks = [b for b in resp.text.split("\n\n") if b]
+    events = [(b.split("\n")[0].removeprefix("event: "),
+               json.loads(b.split("\n")[1].removeprefix("data: "))) for b in blocks]
+    assert "".join(d["text"] for name, d in events if name == "delta") == REPLY_TEXT
+    assert events[-1][0] == "end"
+    assert events[-1][1]["usage"]["output_tokens"] == REPLY_WORDS

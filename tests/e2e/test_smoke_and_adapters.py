@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_make_smoke_passes_against_the_local_stack(stack):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = localenv.caller_environment()
     env["TOKEN"] = make_token(f"smoke-{uuid.uuid4().hex[:6]}")
     out = subprocess.run(
         [sys.executable, "-m", "devtools.smoke", "--url", stack.api,

@@ -183,6 +183,7 @@ def test_the_same_name_created_at_once_wins_exactly_once(api, svc):
 # -- DynamoDB's TransactionConflict ----------------------------------------------------------
 
 
+@pytest.mark.moto_only
 def test_transaction_conflicts_are_retried_not_500(api):
     with transaction_conflicts(2) as made:
         created = api.post("/connections", openai_body())

@@ -51,11 +51,11 @@ def caller(user: str, *, admin: bool = False) -> Any:
 
 
 def ddb() -> Any:
-    """A plain boto3 DynamoDB client on the endpoint the app uses (moto on loopback)."""
+    """A plain boto3 DynamoDB client on the endpoint the app uses: botocore resolves it from
+    AWS_ENDPOINT_URL_DYNAMODB or AWS_ENDPOINT_URL, as for the app."""
     import boto3
 
-    return boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
-                        region_name=os.environ["AWS_REGION"])
+    return boto3.client("dynamodb", region_name=os.environ["AWS_REGION"])
 
 
 def table(key: str) -> str:
