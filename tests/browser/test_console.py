@@ -505,10 +505,12 @@ def test_notifications_add_and_remove_an_email(console: Console):
     page.get_by_role("button", name="Add subscription").click()
     page.locator("#n-email[aria-invalid=true]").wait_for()
     page.get_by_label("E-mail address").fill("ops@example.com")
+    page.get_by_label("Delivery").select_option("digest")
     page.get_by_role("button", name="Add subscription").click()
     row = page.get_by_role("row").filter(has_text="ops@example.com")
     row.wait_for()
     assert "Waiting for confirmation" in row.inner_text() or "Confirmed" in row.inner_text()
+    assert row.locator("td[data-label=Delivery]").inner_text() == "Daily digest"
     row.get_by_role("button", name="Remove ops@example.com").click()
     page.get_by_text("No alert e-mails yet.").wait_for()
 
@@ -643,6 +645,7 @@ def test_works_at_360_px_wide(console: Console, api_as):
 
 
 PAGES = ["#/connections", "#/connections/new", "DETAIL", "#/notifications", "#/audit",
+         "#/incidents",
          "#/admin/providers", "#/admin/providers/new", "#/admin/usage", "SIGNIN"]
 
 
@@ -837,3 +840,43 @@ def test_local_sign_in_refuses_a_rebound_host_over_http(stack):
                          headers={"Host": "attacker.example"})
     assert rebound.status_code == 403
     assert "id_token" not in rebound.text
+
+
+def test_a_provider_outage_shows_as_an_incident_and_yellow_connections(console: Console,
+                                                                       api_as, stack):
+    # Given an admin-made provider whose 6 connections (3 owners) all hit a 503 outage
+    admin = api_as("incident-admin", admin=True)
+    pid = f"down{uuid.uuid4().hex[:6]}"
+    r = admin.post("/providers", json={
+        "id": pid, "name": f"Down {pid}", "adapter": "openai",
+        "base_url": stack.fake + "/openai/v1", "base_url_required": False,
+        "credential_fields": [{"name": "api_key", "label": "API key", "secret": True,
+                               "required": True}]})
+    assert r.status_code == 201, r.text
+    # (a catalogue endpoint: incidents of users' own base URLs are shown to admins only)
+    owners = [user() for _ in range(3)]
+    conns = []
+    for i in range(6):
+        resp = api_as(owners[i % 3]).post("/connections", json={
+            "name": f"outage {i}", "provider": pid,
+            "credentials": {"api_key": fake_key("openai", "503")}, "default_model": "gpt-4o",
+            "settings": {"max_retries": 0, "timeout_seconds": 3}})
+        assert resp.status_code == 201, resp.text
+        conns.append(resp.json())
+    # When the daily run tests them
+    stack.run_tool("devtools.daily", "daily", "--json")
+    # Then the console shows one open incident for that provider
+    page = console.page
+    console.open()
+    console.sign_in(owners[0])
+    page.get_by_role("link", name="Incidents").click()
+    row = page.locator("tr[data-incident]").filter(has_text=pid)
+    row.wait_for()
+    assert "Open" in row.inner_text()
+    assert int(row.locator("td[data-label=Affected]").inner_text()) >= 5
+    assert "Provider Unavailable" in row.inner_text()
+    # And the owner's connection is yellow with the incident's troubleshooting
+    console.go(f"#/connections/{conns[0]['id']}")
+    page.get_by_role("region", name="Troubleshooting").get_by_role(
+        "heading", name=re.compile("Provider Incident")).wait_for()
+    assert page.locator("[data-status]").first.get_attribute("data-status") == "warning"

@@ -377,6 +377,7 @@ const routes = [
   [/^#\/connections\/([\w-]+)$/, viewDetail],
   [/^#\/connections\/?$/, viewList],
   [/^#\/notifications$/, viewNotifications],
+  [/^#\/incidents$/, viewIncidents],
   [/^#\/audit$/, viewAudit],
   [/^#\/admin\/providers$/, viewProviders, true],
   [/^#\/admin\/providers\/new$/, viewProviderForm, true],
@@ -1140,16 +1141,18 @@ async function viewNotifications({ mount, alive }) {
   const draw = (items) => tbody.replaceChildren(...(items.length ? items.map((s) => h('tr', {},
     h('td', { 'data-label': 'E-mail' }, s.endpoint), h('td', { 'data-label': 'Scope' }, s.scope === 'all' ? 'All connections (admin)' : 'My connections'),
     h('td', { 'data-label': 'State' }, s.status === 'subscribed' ? h('span', { class: 'badge' }, 'Confirmed') : h('span', { class: 'badge warn' }, 'Waiting for confirmation')),
-    s.delivery ? h('td', { 'data-label': 'Delivery' }, s.delivery) : null,
+    h('td', { 'data-label': 'Delivery' }, s.delivery === 'digest' ? 'Daily digest' : 'Immediately'),
     h('td', { 'data-label': 'Actions' }, h('button', { type: 'button', 'aria-label': `Remove ${s.endpoint}`, onclick: async () => {
       try { await api('DELETE', `/notifications/subscriptions/${encodeURIComponent(s.id)}`); render(); } catch (e) { toast(e.message); }
-    } }, 'Remove')))) : [h('tr', {}, h('td', { colspan: 4, class: 'empty' }, 'No alert e-mails yet.'))]));
+    } }, 'Remove')))) : [h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No alert e-mails yet.'))]));
   draw(list.items);
   const email = h('input', { type: 'email', 'data-field': 'endpoint', autocomplete: 'email' });
   const scope = h('select', { 'data-field': 'scope' }, h('option', { value: 'own' }, 'My connections'), h('option', { value: 'all' }, 'All connections'));
+  const delivery = h('select', { 'data-field': 'delivery' }, h('option', { value: 'immediate' }, 'Immediately, one e-mail per event'), h('option', { value: 'digest' }, 'One digest per daily run'));
   const banner = h('div', { 'aria-live': 'polite' });
   const form = h('form', { novalidate: true },
     field('n-email', 'E-mail address', email, { required: true, help: 'Alerts when a connection fails, recovers, or is due for a reminder. You confirm by e-mail first.' }),
+    field('n-delivery', 'Delivery', delivery, { help: 'A digest lists every connection that failed, recovered or is due for rotation, once per run.' }),
     session.admin ? field('n-scope', 'Scope', scope) : null,
     h('button', { type: 'submit', class: 'primary' }, 'Add subscription'), banner);
   form.addEventListener('submit', async (ev) => {
@@ -1158,6 +1161,7 @@ async function viewNotifications({ mount, alive }) {
     if (!email.value.trim()) { setFieldError(form, 'endpoint', 'Enter an e-mail address.'); return; }
     const body = { protocol: 'email', endpoint: email.value.trim() };
     if (session.admin && scope.value === 'all') body.scope = 'all';
+    body.delivery = delivery.value;
     try { await api('POST', '/notifications/subscriptions', { body }); toast('Subscription added: confirm it from the e-mail.'); render(); } catch (e) {
       if (!setFieldError(form, e.field, e.message)) banner.append(errorAlert(e));
     }
@@ -1165,8 +1169,45 @@ async function viewNotifications({ mount, alive }) {
   mount(h('div', {}, h('h1', {}, 'Notifications'),
     h('p', { class: 'muted' }, 'Daily automatic tests run every 24 hours; failed tests trigger notifications.'),
     h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Alert subscriptions, scrollable' }, h('table', { class: 'responsive', 'aria-label': 'Alert subscriptions' },
-      h('thead', {}, h('tr', {}, ['E-mail', 'Scope', 'State', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))), tbody)),
+      h('thead', {}, h('tr', {}, ['E-mail', 'Scope', 'State', 'Delivery', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))), tbody)),
     h('h2', {}, 'Add an alert e-mail'), h('div', { class: 'card' }, form)));
+}
+
+// ------------------------------------------------------------------ incidents
+
+async function viewIncidents({ mount, alive }) {
+  const tbody = h('tbody');
+  const more = h('button', { type: 'button', hidden: true }, 'Older incidents');
+  const status = h('div', { 'aria-live': 'polite' });
+  let cursor = null;
+  async function load() {
+    status.replaceChildren(spinner('Loading…'));
+    try {
+      const q = new URLSearchParams({ limit: '25' });
+      if (cursor) q.set('cursor', cursor);
+      const page = await api('GET', `/incidents?${q}`);
+      if (!alive()) return;
+      for (const i of page.items) {
+        tbody.append(h('tr', { 'data-incident': i.id },
+          h('td', { 'data-label': 'Provider' }, i.provider, i.base_url ? h('div', { class: 'small muted' }, i.base_url) : null),
+          h('td', { 'data-label': 'State' }, i.state === 'open' ? h('span', { class: 'badge err' }, 'Open') : h('span', { class: 'badge' }, 'Ended')),
+          h('td', { 'data-label': 'Started' }, time(i.started_at)),
+          h('td', { 'data-label': 'Ended' }, i.ended_at ? time(i.ended_at) : '—'),
+          h('td', { 'data-label': 'Affected', class: 'num' }, String(i.affected)),
+          h('td', { 'data-label': 'Codes' }, i.codes.map((c) => h('span', { class: 'badge', title: c }, title(c))))));
+      }
+      if (!tbody.children.length) tbody.append(h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No provider incidents.')));
+      cursor = page.next_cursor;
+      more.hidden = !cursor;
+      status.replaceChildren();
+    } catch (e) { status.replaceChildren(errorAlert(e)); }
+  }
+  more.addEventListener('click', load);
+  await load();
+  mount(h('div', {}, h('h1', {}, 'Provider incidents'),
+    h('p', { class: 'muted' }, 'When many connections to one provider fail at once in the daily run, it is the provider: those connections turn yellow with “Provider Incident” instead of alerting every owner, and they are retested until it ends.'),
+    status, h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Provider incidents, scrollable' }, h('table', { class: 'responsive', 'aria-label': 'Provider incidents' },
+      h('thead', {}, h('tr', {}, ['Provider', 'State', 'Started', 'Ended', 'Affected', 'Codes'].map((c) => h('th', { scope: 'col' }, c)))), tbody)), h('p', {}, more)));
 }
 
 // ------------------------------------------------------------------ audit
