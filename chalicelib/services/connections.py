@@ -251,16 +251,8 @@ class ConnectionService:
     def _apply_patch(self, caller: Caller, item: ConnectionModel, data: ConnectionPatch,
                      body: dict[str, Any]) -> dict[str, Any]:
         fields = set(body)
-        provider_id = data.provider if "provider" in fields and data.provider else item.provider
-        provider_changed = provider_id != item.provider
-        provider = (self._provider_for_new(provider_id) if provider_changed
-                    else self._provider_any(provider_id))
-        base_url: str | None = item.base_url
-        if "base_url" in fields:
-            base_url = data.base_url
-        if provider_changed or "base_url" in fields:
-            base_url = self._check_base_url(base_url, provider)
-        endpoint_changed = provider_changed or (base_url or None) != (item.base_url or None)
+        provider, provider_changed, base_url, endpoint_changed = \
+            self._patched_endpoint(item, data, fields)
 
         actions: list[Any] = []
         M = ConnectionModel
@@ -527,12 +519,10 @@ class ConnectionService:
 
     # helpers ------------------------------------------------------------------------
 
-    def draft_config(self, item: ConnectionModel, body: Any) -> tuple[Any, dict[str, Any]]:
-        """A saved connection with proposed changes (a PATCH body) applied in memory, for a
-        test before saving an edit: ``(provider, target fields)``. The same rules as a PATCH:
-        secrets not named are the stored ones; a new provider or base URL needs them again."""
-        data = parse(ConnectionPatch, body, prefix="changes")
-        fields = set(body)
+    def _patched_endpoint(self, item: ConnectionModel, data: ConnectionPatch,
+                          fields: set[str]) -> tuple[Any, bool, str | None, bool]:
+        """Where a PATCH points the connection: ``(provider, provider_changed, base_url,
+        endpoint_changed)``; a stored secret never follows a changed endpoint."""
         provider_id = data.provider if "provider" in fields and data.provider else item.provider
         provider_changed = provider_id != item.provider
         provider = (self._provider_for_new(provider_id) if provider_changed
@@ -541,6 +531,16 @@ class ConnectionService:
         if provider_changed or "base_url" in fields:
             base_url = self._check_base_url(base_url, provider)
         endpoint_changed = provider_changed or (base_url or None) != (item.base_url or None)
+        return provider, provider_changed, base_url, endpoint_changed
+
+    def draft_config(self, item: ConnectionModel, body: Any) -> tuple[Any, dict[str, Any]]:
+        """A saved connection with proposed changes (a PATCH body) applied in memory, for a
+        test before saving an edit: ``(provider, target fields)``. The same rules as a PATCH:
+        secrets not named are the stored ones; a new provider or base URL needs them again."""
+        data = parse(ConnectionPatch, body, prefix="changes")
+        fields = set(body)
+        provider, provider_changed, base_url, endpoint_changed = \
+            self._patched_endpoint(item, data, fields)
         creds: dict[str, Any] = {k: v for k, v in (data.credentials or {}).items()
                                  if v is not None}
         public, secrets = self._check_credentials(

@@ -157,8 +157,6 @@ class TestingService:
 
     def _test_draft(self, caller: Caller, item: ConnectionModel,
                     options: TestOptions) -> dict[str, Any]:
-        from chalicelib.providers.runner import run_sync, test_target
-
         if not options.changes:
             raise InvalidInput("changes must name at least one field", field="changes")
         provider, draft = self._connections.draft_config(item, options.changes)
@@ -167,18 +165,23 @@ class TestingService:
         target = self.target(provider, base_url=draft["base_url"],
                              credentials=draft["credentials"],
                              default_model=draft["default_model"], settings=draft["settings"])
-        result = run_sync(test_target(target, probe_model=options.probe_model)).to_dict()
-        self._audit.record(caller, "connection.test_draft", f"connection:{item.id}",
-                           target_owner=item.owner,
-                           detail={"status": result["status"], "changed_fields":
-                                   sorted(options.changes),
+        return self._test_unrecorded(caller, target, options.probe_model, "connection.test_draft",
+                                     f"connection:{item.id}", item.owner,
+                                     changed_fields=sorted(options.changes))
+
+    def _test_unrecorded(self, caller: Caller, target: Any, probe: bool, action: str,
+                         audit_target: str, owner: str, **detail: Any) -> dict[str, Any]:
+        """Run a test whose result is stored nowhere but in its audit event."""
+        from chalicelib.providers.runner import run_sync, test_target
+
+        result = run_sync(test_target(target, probe_model=probe)).to_dict()
+        self._audit.record(caller, action, audit_target, target_owner=owner,
+                           detail={"status": result["status"], **detail,
                                    "error_code": (result.get("error") or {}).get("code")})
         return result
 
     def test_unsaved(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
         """Test a configuration before saving it; stores nothing but an audit event."""
-        from chalicelib.providers.runner import run_sync, test_target
-
         probe = body.get("probe_model", False) if isinstance(body, dict) else False
         if not isinstance(probe, bool):
             raise InvalidInput("probe_model must be true or false", field="probe_model")
@@ -187,12 +190,8 @@ class TestingService:
             self._connections.prepare_config(data)
         target = self.target(provider, base_url=base_url, credentials={**public, **secrets},
                              default_model=data.default_model, settings=conn_settings)
-        result = run_sync(test_target(target, probe_model=probe)).to_dict()
-        self._audit.record(caller, "connection.test_unsaved", f"provider:{provider.id}",
-                           target_owner=caller.user_id,
-                           detail={"status": result["status"],
-                                   "error_code": (result.get("error") or {}).get("code")})
-        return result
+        return self._test_unrecorded(caller, target, probe, "connection.test_unsaved",
+                                     f"provider:{provider.id}", caller.user_id)
 
     # recording -----------------------------------------------------------------------
 
