@@ -141,9 +141,7 @@ async def test_target(
         session = ProviderSession(target, client=http, clock=clock)
         err: ProviderError | None = None
         try:
-            adapter = get_adapter(target.adapter)
-            if target.adapter != "bedrock":
-                session.check_url(adapter.base_url(target))
+            adapter = _checked_adapter(target, session)
             await _guarded(session, _checks(adapter, session, progress, probe_model))
         except ProviderError as exc:
             err = session.scrub_error(exc)
@@ -238,6 +236,28 @@ def _authentication(progress: _Progress, auth_proven: bool, err: ProviderError |
     return Check(None)
 
 
+def _checked_adapter(target: Target, session: ProviderSession) -> Any:
+    """The target's adapter, once its base URL passed the outbound guard (Bedrock's endpoint
+    is checked by its own client)."""
+    adapter = get_adapter(target.adapter)
+    if target.adapter != "bedrock":
+        session.check_url(adapter.base_url(target))
+    return adapter
+
+
+def _generation(target: Target, session: ProviderSession, model: str | None,
+                messages: Sequence[ChatMessage], max_tokens: int | None,
+                temperature: float | None) -> tuple[Any, GenerationRequest]:
+    """The adapter and request of one generation, invoked or streamed."""
+    if not model:
+        raise ProviderError(
+            "model_not_available",
+            "No model was given and the connection has no default model.",
+        )
+    adapter = _checked_adapter(target, session)
+    return adapter, GenerationRequest(model, list(messages), max_tokens, temperature)
+
+
 def _validate(messages: Sequence[ChatMessage], max_tokens: int | None) -> None:
     if not messages:
         raise ValueError("messages must not be empty")
@@ -269,15 +289,7 @@ async def invoke_target(
     async with _http_client(target, client) as http:
         s = ProviderSession(target, client=http, clock=clock)
         try:
-            adapter = get_adapter(target.adapter)
-            if not chosen:
-                raise ProviderError(
-                    "model_not_available",
-                    "No model was given and the connection has no default model.",
-                )
-            if target.adapter != "bedrock":
-                s.check_url(adapter.base_url(target))
-            request = GenerationRequest(chosen, list(messages), max_tokens, temperature)
+            adapter, request = _generation(target, s, chosen, messages, max_tokens, temperature)
             completion = await _guarded(s, adapter.generate(s, request))
         except ProviderError as err:
             raise s.scrub_error(err) from None
@@ -381,15 +393,7 @@ async def stream_target(
         state = _StreamState(started=clock.monotonic(), model=chosen or "", deltas=[])
         failure: ProviderError | None = None
         try:
-            adapter = get_adapter(target.adapter)
-            if not chosen:
-                raise ProviderError(
-                    "model_not_available",
-                    "No model was given and the connection has no default model.",
-                )
-            if target.adapter != "bedrock":
-                s.check_url(adapter.base_url(target))
-            request = GenerationRequest(chosen, list(messages), max_tokens, temperature)
+            adapter, request = _generation(target, s, chosen, messages, max_tokens, temperature)
             await _guarded(s, _collect(adapter, s, request, state))
         except ProviderError as err:
             if not state.deltas:
