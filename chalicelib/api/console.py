@@ -40,10 +40,13 @@ class Asset:
     digest: str
 
 
+def _asset(body: str, content_type: str) -> Asset:
+    return Asset(body, content_type, hashlib.sha256(body.encode()).hexdigest()[:16])
+
+
 def _load(path: Path) -> Asset:
-    raw = path.read_bytes()
     ctype = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "text/plain"
-    return Asset(raw.decode("utf-8"), ctype, hashlib.sha256(raw).hexdigest()[:16])
+    return _asset(path.read_bytes().decode("utf-8"), ctype)
 
 
 @lru_cache(maxsize=1)
@@ -56,18 +59,19 @@ def assets() -> dict[str, Asset]:
     return out
 
 
-@lru_cache(maxsize=1)
-def index_html() -> Asset:
-    """index.html with every ``{{asset:name}}`` replaced by the asset's hashed URL."""
+@lru_cache(maxsize=8)
+def index_html(base: str) -> Asset:
+    """index.html with every ``{{asset:name}}`` replaced by the asset's hashed URL and
+    ``{{base}}`` by ``base`` (one per stage prefix, so cached by it)."""
     table = assets()
 
     def hashed(m: re.Match[str]) -> str:
         name = m.group(1).replace("/", "--")
         return f"assets/{name}?v={table[name].digest}"
 
-    page = _load(STATIC / "index.html")
-    body = re.sub(r"\{\{asset:([^}]+)\}\}", hashed, page.body)
-    return Asset(body, page.content_type, hashlib.sha256(body.encode()).hexdigest()[:16])
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    body = re.sub(r"\{\{asset:([^}]+)\}\}", hashed, page)
+    return _asset(body.replace("{{base}}", html.escape(base, quote=True)), _TYPES[".html"])
 
 
 def security_headers(settings: Settings) -> dict[str, str | list[str]]:
@@ -119,12 +123,8 @@ def root(ctx: Ctx) -> Response:
 @bp.route("/console", methods=["GET"])
 @view(bp, auth=False)
 def console_page(ctx: Ctx) -> Response:
-    page = index_html()
-    base = f"{_base_path(ctx)}/console/"
     # The base URL makes the page's relative asset and API paths right under any stage prefix.
-    body = page.body.replace("{{base}}", html.escape(base, quote=True))
-    return _static(ctx, Asset(body, page.content_type,
-                              hashlib.sha256(body.encode()).hexdigest()[:16]), "no-cache")
+    return _static(ctx, index_html(f"{_base_path(ctx)}/console/"), "no-cache")
 
 
 @bp.route("/console/assets/{name}", methods=["GET"])
