@@ -26,6 +26,7 @@ from fakeprovider import control
 from tests.support.aws_calls import count_aws_calls
 from tests.support.builders import caller, set_raw, unique
 from tests.support.capture import app_logs_to_stdout, emf_metrics, log_records
+from tests.support.queues import drain
 
 pytestmark = pytest.mark.integration
 
@@ -120,15 +121,7 @@ def inbox(env: dict[str, str], sqs: Any) -> Iterator[Callable[[str], Callable[[]
         made.append((url, sub))
 
         def read() -> list[dict[str, Any]]:
-            out = []
-            while True:
-                msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                           WaitTimeSeconds=0).get("Messages", [])
-                if not msgs:
-                    return out
-                for m in msgs:
-                    out.append(json.loads(m["Body"]))
-                    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            return [json.loads(body) for _, body in drain(sqs, url)]
 
         return read
 
@@ -160,18 +153,13 @@ def private_dispatch(svc: Any, sqs: Any) -> Iterator[Callable[..., list[tuple[st
     def dispatch(now: Any, ids: list[str]) -> list[tuple[str, str]]:
         summary = run.dispatch(now)
         out = []
-        while True:
-            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                       WaitTimeSeconds=0).get("Messages", [])
-            if not msgs:
-                return out
-            for m in msgs:
-                doc = json.loads(m["Body"])
-                assert doc["run_date"] == summary["run_date"]
-                mine = [i for i in doc["connection_ids"] if i in ids]
-                if mine:
-                    out.append((m["MessageId"], json.dumps({**doc, "connection_ids": mine})))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        for message_id, body in drain(sqs, url):
+            doc = json.loads(body)
+            assert doc["run_date"] == summary["run_date"]
+            mine = [i for i in doc["connection_ids"] if i in ids]
+            if mine:
+                out.append((message_id, json.dumps({**doc, "connection_ids": mine})))
+        return out
 
     yield dispatch
     sqs.delete_queue(QueueUrl=url)

@@ -30,6 +30,7 @@ from tests.integration.test_daily_faults import (  # noqa: F401 - fixtures
 )
 from tests.support.aws_calls import count_aws_calls
 from tests.support.builders import caller, unique
+from tests.support.queues import drain
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +45,7 @@ def queue(svc: Any, sqs: Any, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(svc.daily, "_settings", settings)
 
     def read() -> list[tuple[str, str]]:
-        out = []
-        while True:
-            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                       WaitTimeSeconds=0).get("Messages", [])
-            if not msgs:
-                return out
-            for m in msgs:
-                out.append((m["MessageId"], m["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return drain(sqs, url)
 
     yield read
     sqs.delete_queue(QueueUrl=url)
@@ -72,15 +65,7 @@ def admin_inbox(inbox: Any, env: dict[str, str]) -> Callable[[], list[dict[str, 
                         ReturnSubscriptionArn=True)["SubscriptionArn"]
 
     def read() -> list[dict[str, Any]]:
-        out = []
-        while True:
-            msgs = sqs_client.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                              WaitTimeSeconds=0).get("Messages", [])
-            if not msgs:
-                return out
-            for m in msgs:
-                out.append(json.loads(m["Body"]))
-                sqs_client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return [json.loads(body) for _, body in drain(sqs_client, url)]
 
     yield read
     sns.unsubscribe(SubscriptionArn=sub)
@@ -255,15 +240,7 @@ def test_a_digest_owner_gets_one_message_listing_every_failure(
 
         # Then exactly one digest reached the owner, listing the 5 failures with codes and
         # remediation
-        got = []
-        while True:
-            msgs = sqs_client.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                              WaitTimeSeconds=0).get("Messages", [])
-            if not msgs:
-                break
-            got += [json.loads(m["Body"]) for m in msgs]
-            for m in msgs:
-                sqs_client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        got = [json.loads(body) for _, body in drain(sqs_client, url)]
         assert len(got) == 1, [kind_of(e) for e in got]
         doc = json.loads(got[0]["Message"])
         assert doc["type"] == "connection.digest" and doc["owner"] == user
