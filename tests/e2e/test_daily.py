@@ -25,11 +25,12 @@ def test_daily_run_statuses_history_alerts_and_recovery(stack):
     keys = {
         "healthy": f"fk_ok_{suffix}_healthy",
         "failing": f"fk_401_{suffix}_failing",
-        "slow": f"fk_slow900_{suffix}_slow",
+        "slow": f"fk_slow2500_{suffix}_slow",
         "hanging": f"fk_hang_{suffix}_hanging",
     }
     with stack.client("daily-admin", admin=True) as admin, stack.client(user) as api:
-        # Given a provider whose slow threshold is 500 ms, and four connections
+        # Given a provider whose slow threshold is 1500 ms (headroom on a loaded machine), and four
+        # connections
         pid = f"fastcheck-{suffix}"
         made = admin.post("/providers", json={
             "id": pid, "name": "Fast check", "adapter": "openai",
@@ -37,7 +38,7 @@ def test_daily_run_statuses_history_alerts_and_recovery(stack):
             "credential_fields": [{"name": "api_key", "label": "API key", "secret": True,
                                    "required": True}],
             "default_settings": {"timeout_seconds": 30, "max_retries": 0,
-                                 "slow_threshold_ms": 500},
+                                 "slow_threshold_ms": 1500},
         })
         assert made.status_code == 201, dump(made)
         ids = {
