@@ -8,6 +8,7 @@ from chalicelib.api import (
     audit,
     connections,
     console,
+    credential_sets,
     events,
     http,
     incidents,
@@ -30,6 +31,7 @@ http.install(app)
 app.register_blueprint(meta.bp)
 app.register_blueprint(providers.bp)
 app.register_blueprint(connections.bp)
+app.register_blueprint(credential_sets.bp)
 app.register_blueprint(testing.bp)
 app.register_blueprint(invoke.bp)
 app.register_blueprint(notifications.bp)

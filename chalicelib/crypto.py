@@ -1,10 +1,12 @@
 """Envelope encryption of connection secrets: AES-256-GCM under a per-record KMS data key.
 
 A sealed record holds: format version, KMS key id, wrapped data key, nonce, ciphertext (with
-its GCM tag). The associated data binds version, owner, connection id, provider and base URL, so
-a blob moved to another connection, or a base URL or provider edited in the table, no longer
-opens. KMS ``EncryptionContext`` carries owner and connection id; ``Decrypt`` pins the key id.
-The plaintext data key lives only inside one call of ``seal`` or ``open_sealed``.
+its GCM tag). The associated data binds version, owner, connection id, provider, base URL and
+(format 2) the credential set's name, so a blob moved to another connection or another set of
+the same connection, or a base URL or provider edited in the table, no longer opens. Format 1
+blobs (before named sets) open only as the set ``primary``. KMS ``EncryptionContext`` carries
+owner and connection id; ``Decrypt`` pins the key id. The plaintext data key lives only inside
+one call of ``seal`` or ``open_sealed``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Any
 
 from chalicelib.errors import SealBroken
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 NONCE_BYTES = 12
+DEFAULT_SET = "primary"
 
 
 @dataclass(frozen=True)
@@ -29,19 +33,21 @@ class Binding:
     connection_id: str
     provider: str
     base_url: str | None
+    credential: str = DEFAULT_SET
 
     def aad(self, version: int) -> bytes:
-        return json.dumps(
-            {
-                "v": version,
-                "owner": self.owner,
-                "cid": self.connection_id,
-                "provider": self.provider,
-                "base_url": self.base_url or "",
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
+        bound: dict[str, Any] = {
+            "v": version,
+            "owner": self.owner,
+            "cid": self.connection_id,
+            "provider": self.provider,
+            "base_url": self.base_url or "",
+        }
+        if version >= 2:
+            bound["cred"] = self.credential
+        elif self.credential != DEFAULT_SET:
+            raise SealBroken("stored credentials do not match this credential set")
+        return json.dumps(bound, sort_keys=True, separators=(",", ":")).encode()
 
     def kms_context(self) -> dict[str, str]:
         return {"owner": self.owner, "connection_id": self.connection_id}
@@ -83,7 +89,7 @@ class EnvelopeCipher:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        if sealed.v != FORMAT_VERSION:
+        if sealed.v not in READABLE_VERSIONS:
             raise SealBroken(f"stored credentials use an unknown format version ({sealed.v})")
         if len(sealed.nonce) != NONCE_BYTES:
             raise SealBroken("stored credentials are damaged")

@@ -18,6 +18,7 @@ from chalicelib.data.usage_repo import UsageRepository
 from chalicelib.services.alerts import AlertService
 from chalicelib.services.audit import AuditService
 from chalicelib.services.connections import ConnectionService
+from chalicelib.services.credential_sets import CredentialSetService
 from chalicelib.services.daily import DailyRun
 from chalicelib.services.digest import DigestService
 from chalicelib.services.idempotency import IdempotentRunner
@@ -42,6 +43,7 @@ class Services:
     daily: DailyRun
     usage: InvokeService
     incidents: IncidentService
+    credential_sets: CredentialSetService
 
 
 @lru_cache(maxsize=1)
@@ -73,6 +75,7 @@ def services() -> Services:
     alerts = AlertService(sns, settings, provider_name)
     testing = TestingService(connections, providers, repo, TestHistoryRepository(), audit,
                              settings, on_result=alerts.on_result)
+    credential_sets = CredentialSetService(connections, repo, audit, settings, cipher, testing)
     subscriptions = SubscriptionService(sns, settings, audit)
     incidents = IncidentService(IncidentRepository(), audit, settings, alerts.publish,
                                 provider_name)
@@ -82,11 +85,13 @@ def services() -> Services:
                      concurrency=settings.daily_concurrency,
                      per_provider=settings.daily_provider_cap,
                      incidents=incidents, runs=runs,
-                     digests=DigestService(runs, subscriptions.wants_digest, alerts.publish))
+                     digests=DigestService(runs, subscriptions.wants_digest, alerts.publish),
+                     credential_sets=credential_sets)
     invoke = InvokeService(connections, providers, testing,
-                           UsageRepository(settings.tables.usage), audit, settings)
+                           UsageRepository(settings.tables.usage), audit, settings,
+                           credential_sets)
     return Services(settings, audit, providers, connections, idem, testing, alerts,
-                    subscriptions, daily, invoke, incidents)
+                    subscriptions, daily, invoke, incidents, credential_sets)
 
 
 def reset() -> None:

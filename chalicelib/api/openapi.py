@@ -90,6 +90,28 @@ ROUTE_DOCS: dict[tuple[str, str], dict[str, Any]] = {
                                                                  "events: delta..., end|error)",
                                                       "request": "InvokeRequest",
                                                       "responses": {"200": "InvokeResult"}},
+    ("GET", "/connections/{connection_id}/credentials"): {
+        "summary": "The connection's credential sets (masks only), primary first",
+        "responses": {"200": "CredentialSets"}},
+    ("POST", "/connections/{connection_id}/credentials"): {
+        "summary": "Add a credential set (at most 5; If-Match)", "request": "AddSet",
+        "if_match": True, "responses": {"201": "CredentialSets"}},
+    ("PUT", "/connections/{connection_id}/credentials/order"): {
+        "summary": "Set the failover order of the credential sets (the first is primary)",
+        "request": "SetOrder", "responses": {"200": "CredentialSets"}},
+    ("POST", "/connections/{connection_id}/credentials/{name}/test"): {
+        "summary": "Test one credential set (the primary's result is the connection's)",
+        "request": "TestOptions", "optional_body": True, "responses": {"200": "TestResult"}},
+    ("POST", "/connections/{connection_id}/credentials/{name}/promote"): {
+        "summary": "Make a credential set the primary (If-Match)", "if_match": True,
+        "responses": {"200": "CredentialSets"}},
+    ("POST", "/connections/{connection_id}/credentials/{name}/revoke"): {
+        "summary": "Revoke a credential set: its sealed secret is deleted at once (also the "
+                   "last one: the connection then needs credentials; If-Match)",
+        "if_match": True, "responses": {"200": "CredentialSets"}},
+    ("DELETE", "/connections/{connection_id}/credentials/{name}"): {
+        "summary": "Remove a credential set (never the last: 409; If-Match)",
+        "responses": {"200": "CredentialSets"}},
     ("GET", "/usage"): {"summary": "Usage across users (admin)", "paged": True,
                         "query": ["owner"], "responses": {"200": "Usage"}},
     ("GET", "/audit"): {"summary": "Audit events, newest first", "paged": True,
@@ -146,7 +168,29 @@ def _static_schemas() -> dict[str, Any]:
             "latency_ms": {"type": ["integer", "null"]}, "dependents_count": _INT,
             "activity": {"type": ["object", "null"]},
             "created_at": _STR, "updated_at": _STR, "credentials_updated_at": _NSTR,
-            "rotation_due": {"type": "boolean"}, "version": _INT}},
+            "rotation_due": {"type": "boolean"},
+            "credential_sets": {"type": "array", "items": {"type": "object", "properties": {
+                "name": _STR, "primary": {"type": "boolean"}, "created_at": _STR,
+                "rotation_due": {"type": "boolean"}, "auth_failed": {"type": "boolean"},
+                "last_test": {"type": ["object", "null"]}}}},
+            "version": _INT}},
+        "CredentialSets": {"type": "object", "required": ["items", "order", "version"],
+                           "properties": {
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "name": _STR, "primary": {"type": "boolean"}, "position": _INT,
+                "credentials_masked": {"type": "object", "additionalProperties": _STR},
+                "created_at": _STR, "rotation_due": {"type": "boolean"},
+                "last_test": {"type": ["object", "null"]}, "auth_failed": {"type": "boolean"},
+                "auth_failed_at": _NSTR}}},
+            "order": {"type": "array", "items": _STR}, "max_sets": _INT,
+            "needs_credentials": {"type": "boolean"}, "version": _INT}},
+        "AddSet": {"type": "object", "required": ["name", "credentials"],
+                   "additionalProperties": False, "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"},
+            "credentials": {"type": "object", "description": "the provider's secret fields",
+                            "additionalProperties": _STR}}},
+        "SetOrder": {"type": "object", "required": ["order"], "additionalProperties": False,
+                     "properties": {"order": {"type": "array", "items": _STR}}},
         "ExportDocument": {"type": "object", "properties": {
             "format": _STR, "version": _INT, "exported_at": _STR,
             "connections": {"type": "array", "items": _OBJ}}},
@@ -183,7 +227,10 @@ def _static_schemas() -> dict[str, Any]:
             "output_text": _STR, "model": _STR, "finish_reason": _STR,
             "usage": {"type": "object", "properties": {"input_tokens": _INT,
                                                        "output_tokens": _INT}},
-            "latency_ms": _INT, "provider_request_id": _NSTR}},
+            "latency_ms": _INT, "provider_request_id": _NSTR,
+            "credential_set": {"type": "string", "description": "the set that answered"},
+            "failover_from": {"type": "array", "items": _STR,
+                              "description": "sets tried before it (rate limit, quota, auth)"}}},
         "AuditEvent": {"type": "object", "properties": {
             "id": _STR, "at": _STR, "actor": _STR, "admin_action": {"type": "boolean"},
             "action": _STR, "target": _STR, "target_owner": _NSTR, "outcome": _STR,
@@ -261,7 +308,7 @@ def _operation(method: str, path: str, doc: dict[str, Any]) -> dict[str, Any]:
                                                         "maximum": 100, "default": 50}},
             {"name": "cursor", "in": "query", "schema": _STR},
         ]
-    if method in ("PATCH", "DELETE", "PUT"):
+    if method in ("PATCH", "DELETE", "PUT") or doc.get("if_match"):
         params.append({"name": "If-Match", "in": "header", "required": False, "schema": _STR})
     if (method, path) == ("POST", "/connections"):
         params.append({"name": "Idempotency-Key", "in": "header", "required": False,
@@ -269,7 +316,7 @@ def _operation(method: str, path: str, doc: dict[str, Any]) -> dict[str, Any]:
     if params:
         op["parameters"] = params
     if doc.get("request"):
-        op["requestBody"] = {"required": True, "content": {
+        op["requestBody"] = {"required": not doc.get("optional_body"), "content": {
             "application/json": {"schema": _ref(doc["request"])}}}
     for status, schema in doc["responses"].items():
         resp: dict[str, Any] = {"description": "OK" if status < "300" else "No content"}

@@ -13,6 +13,7 @@ from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
     JSONAttribute,
+    ListAttribute,
     MapAttribute,
     NumberAttribute,
     TTLAttribute,
@@ -88,6 +89,20 @@ class SealedAttribute(MapAttribute[str, Any]):
     ct = BinaryAttribute(legacy_encoding=False)
 
 
+class CredentialSetAttribute(MapAttribute[str, Any]):
+    """A credential set besides the primary (whose blob and hints are the connection's own
+    ``sealed``/``secret_fields``, so items written before named sets read unchanged)."""
+
+    name = UnicodeAttribute()
+    sealed = SealedAttribute(null=True)
+    secret_fields = JSONAttribute()
+    created_at = UnicodeAttribute()
+    # {"at", "status", "error_code", "latency_ms"} of this set's last test.
+    last_test = JSONAttribute(null=True)
+    # Set when a call with this set failed for auth; failover skips it until it is retested.
+    auth_failed_at = UnicodeAttribute(null=True)
+
+
 class DailyClaimAttribute(MapAttribute[str, Any]):
     """The daily run's idempotency key (connection, date), kept on the connection itself so
     that claiming also reads the item: one conditional UpdateItem. A lease lets a crashed
@@ -130,6 +145,11 @@ class ConnectionModel(_Base):
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     credentials_updated_at = UnicodeAttribute(null=True)
+    # The primary credential set: its name (absent: "primary") and its own test/auth marks;
+    # the other sets, in failover order, in ``credential_sets``.
+    credential_name = UnicodeAttribute(null=True)
+    credential_meta = JSONAttribute(null=True)
+    credential_sets = ListAttribute(of=CredentialSetAttribute, null=True)
     version = NumberAttribute(default=1)
 
     owner_index = OwnerNameIndex()

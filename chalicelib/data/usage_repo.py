@@ -83,9 +83,13 @@ class UsageRepository:
 
     def record(self, connection_id: str, owner: str, day: str, *, latency_ms: int,
                input_tokens: int, output_tokens: int, error_code: str | None,
-               ttl: int) -> None:
+               ttl: int, credential_set: str | None = None) -> None:
         names = {"#b": f"h{latency_bucket(latency_ms)}"}
         expr = "ADD requests :one, input_tokens :in, output_tokens :out, #b :one"
+        if credential_set:
+            # Which credential set answered (failover), counted per set and day.
+            names["#s"] = f"set_{credential_set}"
+            expr += ", #s :one"
         values: dict[str, Any] = {":one": {"N": "1"}, ":in": {"N": str(input_tokens)},
                                   ":out": {"N": str(output_tokens)}, ":ttl": {"N": str(ttl)},
                                   ":owner": {"S": owner}}

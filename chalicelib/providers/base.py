@@ -179,6 +179,8 @@ class Target:
     allow_hosts: frozenset[str] = frozenset()
     allow_http: bool = False
     max_list_pages: int = 10
+    # Error codes not retried on this target (invoke fails over to the next credential set).
+    final_codes: frozenset[str] = frozenset()
 
 
 class ProviderError(Exception):

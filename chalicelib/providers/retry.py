@@ -86,16 +86,19 @@ def backoff_delay(attempt: int, clock: Clock) -> float:
 
 
 async def with_retries(
-    attempt: Callable[[], Awaitable[T]], *, budget: Budget, max_retries: int
+    attempt: Callable[[], Awaitable[T]], *, budget: Budget, max_retries: int,
+    final_codes: frozenset[str] = frozenset(),
 ) -> T:
-    """Run ``attempt`` until it succeeds, fails for good, or retries or budget run out."""
+    """Run ``attempt`` until it succeeds, fails for good, or retries or budget run out.
+    ``final_codes``: errors not retried here (the caller has a better next step, such as
+    another credential set for a rate-limited key)."""
     retries = 0
     while True:
         budget.require()
         try:
             return await attempt()
         except ProviderError as err:
-            if not err.retryable or retries >= max_retries:
+            if not err.retryable or retries >= max_retries or err.code in final_codes:
                 raise
             if err.retry_after is not None:
                 delay = err.retry_after

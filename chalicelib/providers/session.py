@@ -153,7 +153,8 @@ class ProviderSession:
         """``attempt`` with retries inside the budget; errors leave scrubbed."""
         try:
             return await with_retries(
-                attempt, budget=self.budget, max_retries=self.target.max_retries
+                attempt, budget=self.budget, max_retries=self.target.max_retries,
+                final_codes=self.target.final_codes,
             )
         except ProviderError as err:
             raise self.scrub_error(err) from None

@@ -12,12 +12,11 @@ import random
 import re
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from chalicelib.crypto import Binding, EnvelopeCipher, Sealed
+from chalicelib.crypto import DEFAULT_SET, Binding, EnvelopeCipher, Sealed
 from chalicelib.data.connections_repo import (
     ConnectionRepository,
     DependentExists,
@@ -38,7 +37,7 @@ from chalicelib.observability import secrets as secret_registry
 from chalicelib.providers.base import REMEDIATION, warning_dicts
 from chalicelib.services import text
 from chalicelib.services.audit import AuditService
-from chalicelib.services.common import Caller, iso, new_id, parse_iso, utcnow
+from chalicelib.services.common import Caller, iso, new_id, utcnow
 from chalicelib.services.providers import ProviderService
 from chalicelib.services.validation import MultiLine, SingleLine, Strict, parse
 from chalicelib.settings import Settings
@@ -316,9 +315,12 @@ class ConnectionService:
                                  if k in secret_names and k not in removed}
                 secret_values.update(new_secrets)
                 sealed = self._cipher_factory().seal(
-                    secret_values, Binding(item.owner, item.id, provider.id, base_url))
+                    secret_values, Binding(item.owner, item.id, provider.id, base_url,
+                                           credential=item.credential_name or DEFAULT_SET))
                 actions += [
                     M.sealed.set(_to_attr(sealed)),
+                    # A new secret for the primary set: its "failed for auth" mark goes.
+                    M.credential_meta.remove(),
                     M.secret_fields.set({k: _hint(v) for k, v in secret_values.items()}),
                     M.credentials_updated_at.set(iso(now)),
                     M.needs_credentials.set(False),
@@ -327,14 +329,21 @@ class ConnectionService:
                     M.due_shard.set(self._shard(item.id)),
                     M.last_tested_at.set("0"),
                 ]
+        if endpoint_changed and item.credential_sets:
+            # The other sets are bound to the old endpoint, and a stored key never follows
+            # a new host: they go, and the audit event says how many.
+            actions.append(M.credential_sets.remove())
         if provider_changed:
             actions.append(M.provider.set(provider.id))
         if "base_url" in fields or provider_changed:
             actions.append(M.base_url.set(base_url) if base_url else M.base_url.remove())
         actions += [M.updated_at.set(iso(now)), M.version.set(item.version + 1)]
 
+        detail = ({"credential_sets_dropped": len(item.credential_sets)}
+                  if endpoint_changed and item.credential_sets else None)
         audit = self._audit.event(caller, "connection.update", f"connection:{item.id}",
-                                  target_owner=item.owner, changed_fields=sorted(fields))
+                                  target_owner=item.owner, changed_fields=sorted(fields),
+                                  detail=detail)
         rename_from = None
         if new_name is not None and name_key(new_name) != item.name_key:
             rename_from = item.name_key
@@ -512,7 +521,8 @@ class ConnectionService:
         s = item.sealed
         sealed = Sealed(int(s.v), s.kid, bytes(s.wdk), bytes(s.nonce), bytes(s.ct))
         values = self._cipher_factory().open(
-            sealed, Binding(item.owner, item.id, item.provider, item.base_url)
+            sealed, Binding(item.owner, item.id, item.provider, item.base_url,
+                            credential=item.credential_name or DEFAULT_SET)
         )
         secret_registry.add(*values.values())
         return values
@@ -664,10 +674,11 @@ class ConnectionService:
         masked: dict[str, Any] = dict(item.credentials_public or {})
         for key, hint in (item.secret_fields or {}).items():
             masked[key] = MASK + hint if hint else MASK
-        rotation_due = False
-        if item.credentials_updated_at:
-            age = utcnow() - parse_iso(item.credentials_updated_at)
-            rotation_due = age > timedelta(days=self._settings.rotation_days)
+        from chalicelib.services.credential_sets import set_summary, sets_of
+
+        sets = [set_summary(s, i, self._settings.rotation_days)
+                for i, s in enumerate(sets_of(item))]
+        rotation_due = any(s["rotation_due"] for s in sets)
         last_tested = item.last_tested_at if item.last_tested_at not in (None, "0") else None
         last_test = item.last_test or None
         if last_test is not None:
@@ -698,6 +709,9 @@ class ConnectionService:
             "updated_at": item.updated_at,
             "credentials_updated_at": item.credentials_updated_at,
             "rotation_due": rotation_due,
+            "credential_sets": [{k: s[k] for k in ("name", "primary", "created_at",
+                                                   "rotation_due", "auth_failed", "last_test")}
+                                for s in sets],
             "version": int(item.version),
         }
 

@@ -12,6 +12,7 @@ call, unprocessed items resent), and each message adds one counter update per pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from chalicelib.errors import SealBroken
 from chalicelib.observability import logger, metrics
 from chalicelib.services.alerts import decide
 from chalicelib.services.common import SYSTEM, iso, parse_iso, utcnow
+from chalicelib.services.credential_sets import CredentialSetService, set_result, sets_of
 from chalicelib.services.digest import ROTATION_REMEDIATION, DigestService
 from chalicelib.services.incidents import (
     Decision,
@@ -68,6 +70,8 @@ class Tested:
 
     item: ConnectionModel
     result: dict[str, Any]
+    # Results of the connection's other credential sets, by name (kept on each set).
+    other_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def run_date_of(now: Any = None) -> str:
@@ -89,8 +93,10 @@ class DailyRun:
         incidents: IncidentService | None = None,
         runs: RunRepository | None = None,
         digests: DigestService | None = None,
+        credential_sets: CredentialSetService | None = None,
     ) -> None:
         self._repo = repo
+        self._sets = credential_sets
         self._providers = providers
         self._testing = testing
         self._claims = claims
@@ -226,15 +232,39 @@ class DailyRun:
             probe = bool((item.settings or {}).get("probe_model_daily"))
             # Provider cap first: a task queued behind a busy provider must not sit on one
             # of the batch's slots while other providers' connections wait for it.
+            shared = None if prepared.target.adapter == "bedrock" else client
             async with sem, overall:
-                outcome = await test_target(prepared.target, probe_model=probe,
-                                            client=None if prepared.target.adapter ==
-                                            "bedrock" else client)
-            return Tested(item, outcome.to_dict())
+                outcome = await test_target(prepared.target, probe_model=probe, client=shared)
+            others = await self._test_other_sets(prepared, sem, overall, shared)
+            return Tested(item, outcome.to_dict(), others)
         except BaseException:
             stats.errors += 1
             await asyncio.to_thread(self._claims.release, cid, run_date)
             raise
+
+    async def _test_other_sets(self, prepared: Any, sem: asyncio.Semaphore,
+                               overall: asyncio.Semaphore, client: Any
+                               ) -> dict[str, dict[str, Any]]:
+        """Test every credential set besides the primary (one KMS Decrypt each); the
+        connection's status stays the primary's."""
+        item = prepared.item
+        if self._sets is None or not item.credential_sets:
+            return {}
+        from chalicelib.providers.runner import test_target
+
+        out: dict[str, dict[str, Any]] = {}
+        for cs in sets_of(item)[1:]:
+            try:
+                secrets = await asyncio.to_thread(self._sets.open, item, cs)
+            except SealBroken as exc:
+                out[cs.name] = set_result(failed_outcome("invalid_api_key", exc.message))
+                continue
+            target = dataclasses.replace(
+                prepared.target, credentials={**(item.credentials_public or {}), **secrets})
+            async with sem, overall:
+                outcome = await test_target(target, client=client)
+            out[cs.name] = set_result(outcome.to_dict())
+        return out
 
     async def record_one(self, tested: Tested, run_date: str, stats: RunStats,
                          sink: RecordSink | None = None) -> None:
@@ -243,6 +273,8 @@ class DailyRun:
         try:
             await asyncio.to_thread(self._testing.record, item, result, trigger="daily",
                                     caller=SYSTEM, also=[self._claims.completed()], sink=sink)
+            if tested.other_sets and self._sets is not None:
+                await asyncio.to_thread(self._sets.record_results, item, tested.other_sets)
         except BaseException:
             stats.errors += 1
             await asyncio.to_thread(self._claims.release, item.id, run_date)
@@ -399,11 +431,15 @@ class DailyRun:
         return out
 
     def _rotation_due_today(self, item: ConnectionModel, now: Any) -> bool:
-        """Due on the day the credentials pass the rotation age, then every reminder period."""
-        if not item.credentials_updated_at:
-            return False
-        over = (now - parse_iso(item.credentials_updated_at)).days - self._settings.rotation_days
-        return over >= 0 and over % self._settings.alert_reminder_days == 0
+        """Due on the day a credential set passes the rotation age, then every reminder
+        period (each set on its own day: one line per day a set comes due)."""
+        for cs in sets_of(item):
+            if not cs.created_at:
+                continue
+            over = (now - parse_iso(cs.created_at)).days - self._settings.rotation_days
+            if over >= 0 and over % self._settings.alert_reminder_days == 0:
+                return True
+        return False
 
     def _flush(self, sink: RecordSink, entries: list[DigestEntryModel]) -> None:
         self._testing.flush(sink)

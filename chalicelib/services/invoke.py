@@ -2,13 +2,20 @@
 
 Hot path of a warm Lambda: one consistent GetItem for the connection, the rate-limit update
 (when ``rate_limit_rpm`` is set), the provider call, one usage update. Decrypted secrets come
-from a bounded in-memory cache (at most 5 minutes, keyed by connection id, version and
-credential timestamp, so any update or rotation misses the cache); the provider catalogue is
-cached for a minute. No KMS call while the cache is warm.
+from a bounded in-memory cache (at most 5 minutes, keyed by what the sealed blob is bound to
+and a digest of the blob itself, so a new, replaced or revoked key misses the cache on the
+very next request); the provider catalogue is cached for a minute. No KMS call while the cache
+is warm.
+
+Failover: a connection's credential sets are tried in order; when one answers
+``rate_limited``, ``quota_exhausted``, ``invalid_api_key`` or ``permission_denied`` the next is
+tried within the same overall timeout, and the answer says which set answered. A set that
+failed for auth is marked and skipped until it is tested again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -28,6 +35,13 @@ from chalicelib.providers.base import TestWarning
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, utcnow
 from chalicelib.services.connections import ConnectionService
+from chalicelib.services.credential_sets import (
+    AUTH_CODES,
+    FAILOVER_CODES,
+    CredentialSet,
+    CredentialSetService,
+    failover_order,
+)
 from chalicelib.services.providers import ProviderService
 from chalicelib.services.testing import TestingService
 from chalicelib.services.validation import Strict, parse
@@ -129,6 +143,8 @@ class TTLCache:
 
 
 ACTIVITY_EVERY_SECONDS = 60.0
+# Below this much of the overall timeout left, a failed set is the answer: no next set.
+MIN_FAILOVER_SECONDS = 1.0
 
 
 def _epoch(dt: datetime) -> int:
@@ -153,8 +169,9 @@ def _hist_percentile(hist: dict[int, int], pct: float) -> int | None:
 class InvokeService:
     def __init__(self, connections: ConnectionService, providers: ProviderService,
                  testing: TestingService, usage: UsageRepository, audit: AuditService,
-                 settings: Settings) -> None:
+                 settings: Settings, credential_sets: CredentialSetService) -> None:
         self._connections = connections
+        self._sets = credential_sets
         self._providers = providers
         self._testing = testing
         self._usage = usage
@@ -172,13 +189,15 @@ class InvokeService:
         self._provider_cache.put((provider_id,), provider or False)
         return provider
 
-    def _secrets(self, item: ConnectionModel) -> dict[str, str]:
-        key = (item.id, int(item.version), item.credentials_updated_at)
+    def _secrets(self, item: ConnectionModel, cs: CredentialSet) -> dict[str, str]:
+        # Keyed on everything the blob is bound to and on the blob itself: an edited owner,
+        # provider or base URL, or a replaced or revoked blob, is a miss (a real decrypt,
+        # which the binding then refuses or the missing blob never reaches).
+        key = (item.id, cs.name, cs.digest(), item.owner, item.provider, item.base_url or "")
         cached = self.secrets.get(key)
         if cached is not None:
             return dict(cached)
-        self.secrets.drop_prefix(item.id)
-        values = self._connections.open_secrets(item)
+        values = self._sets.open(item, cs)
         if self._settings.invoke_cache_seconds > 0:
             self.secrets.put(key, dict(values))
         return values
@@ -219,50 +238,68 @@ class InvokeService:
 
         now = utcnow()
         self._gate(item, conn_settings, now)
-        secrets = self._secrets(item)
-        target = self._testing.target(
-            provider, base_url=item.base_url,
-            credentials={**(item.credentials_public or {}), **secrets},
-            default_model=model, settings=conn_settings)
         messages = [ChatMessage(m.role, m.content) for m in req.messages]
         started = time.monotonic()
-        if req.stream:
+        order = failover_order(item)
+        budget = float(conn_settings.get("timeout_seconds")
+                       or (provider.default_settings or {}).get("timeout_seconds", 30))
+        tried: list[str] = []
+        for index, cs in enumerate(order):
+            remaining = budget - (time.monotonic() - started)
+            target = dataclasses.replace(self._testing.target(
+                provider, base_url=item.base_url,
+                credentials={**(item.credentials_public or {}), **self._secrets(item, cs)},
+                default_model=model, settings=conn_settings),
+                timeout_seconds=max(0.1, remaining),
+                final_codes=FAILOVER_CODES if index + 1 < len(order) else frozenset())
+            tried.append(cs.name)
             try:
-                streamed = run_sync(stream_target(target, messages, model=model,
-                                                  max_tokens=max_tokens,
-                                                  temperature=temperature))
+                if req.stream:
+                    streamed = run_sync(stream_target(target, messages, model=model,
+                                                      max_tokens=max_tokens,
+                                                      temperature=temperature))
+                else:
+                    outcome = run_sync(invoke_target(target, messages, model=model,
+                                                     max_tokens=max_tokens,
+                                                     temperature=temperature))
+                break
             except ProviderError as err:
-                raise self._failed(item, now, started, err) from None
+                if err.code in AUTH_CODES:
+                    self._sets.mark_auth_failed(item, cs.name)
+                more_time = budget - (time.monotonic() - started) >= MIN_FAILOVER_SECONDS
+                if err.code in FAILOVER_CODES and index + 1 < len(order) and more_time:
+                    logger.info("invoke fails over to the next credential set", extra={
+                        "connection_id": item.id, "credential_set": cs.name,
+                        "error_code": err.code})
+                    continue
+                raise self._failed(item, now, started, err, cs.name, tried) from None
+        used = {"credential_set": tried[-1], "failover_from": tried[:-1]}
+        if req.stream:
             failure = streamed.error
             self._record(item, now, streamed.latency_ms, streamed.input_tokens,
-                         streamed.output_tokens, failure.code if failure else None)
+                         streamed.output_tokens, failure.code if failure else None, tried[-1])
             self._count_tokens(item, conn_settings, now,
                                streamed.input_tokens + streamed.output_tokens)
             events: list[tuple[str, dict[str, Any]]] = [
                 ("delta", {"text": text}) for text in streamed.deltas]
             if failure is None:
-                events.append(("end", streamed.final()))
+                events.append(("end", {**streamed.final(), **used}))
             else:
-                events.append(("error", {**failure.to_dict(), **streamed.final()}))
+                events.append(("error", {**failure.to_dict(), **streamed.final(), **used}))
             return EventStream(events)
-        try:
-            outcome = run_sync(invoke_target(target, messages, model=model,
-                                             max_tokens=max_tokens, temperature=temperature))
-        except ProviderError as err:
-            raise self._failed(item, now, started, err) from None
         self._record(item, now, outcome.latency_ms, outcome.input_tokens, outcome.output_tokens,
-                     None)
+                     None, tried[-1])
         self._count_tokens(item, conn_settings, now,
                            outcome.input_tokens + outcome.output_tokens)
-        return outcome.to_dict()
+        return {**outcome.to_dict(), **used}
 
     def _failed(self, item: ConnectionModel, now: datetime, started: float,
-                err: ProviderError) -> UpstreamFailure:
+                err: ProviderError, credential_set: str, tried: list[str]) -> UpstreamFailure:
         """A provider failure before any answer: recorded, and mapped to our HTTP error."""
         from chalicelib.providers.base import REMEDIATION
 
         latency = round((time.monotonic() - started) * 1000)
-        self._record(item, now, latency, 0, 0, err.code)
+        self._record(item, now, latency, 0, 0, err.code, credential_set)
         retry_after = max(1, math.ceil(err.retry_after)) if err.retry_after else None
         if err.code == "rate_limited" and retry_after is None:
             retry_after = 1
@@ -320,11 +357,12 @@ class InvokeService:
             logger.exception("could not record the quota status")
 
     def _record(self, item: ConnectionModel, now: datetime, latency_ms: int, tin: int,
-                tout: int, error_code: str | None) -> None:
+                tout: int, error_code: str | None, credential_set: str) -> None:
         try:
             self._usage.record(item.id, item.owner, now.strftime("%Y-%m-%d"),
                                latency_ms=latency_ms, input_tokens=tin, output_tokens=tout,
-                               error_code=error_code, ttl=_epoch(now + timedelta(days=400)))
+                               error_code=error_code, ttl=_epoch(now + timedelta(days=400)),
+                               credential_set=credential_set)
         except Exception:  # noqa: BLE001 - losing one usage sample must not fail the call
             logger.exception("usage not recorded", extra={"connection_id": item.id})
         self._touch_activity(item, now, error_code)

@@ -19,25 +19,43 @@ def rewrap_all(repo: ConnectionRepository, cipher: EnvelopeCipher, new_key_id: s
     Deploy the new key id first, so new writes already use it; reads pin the stored key id,
     so old and new records both open during the move."""
     counts = {"rewrapped": 0, "already": 0, "skipped": 0, "retried": 0}
+
+    def moved(z: SealedAttribute | None, binding: Binding) -> SealedAttribute | None:
+        if z is None or z.kid == new_key_id or z.kid.endswith(new_key_id.split("/")[-1]):
+            return None
+        out = cipher.rewrap(Sealed(int(z.v), z.kid, bytes(z.wdk), bytes(z.nonce), bytes(z.ct)),
+                            binding, new_key_id)
+        return SealedAttribute(v=out.v, kid=out.kid, wdk=out.wdk, nonce=out.nonce, ct=out.ct)
+
     for row in repo.scan_ids():
         for _attempt in range(5):
             item = repo.get(row)
             if item is None or item.sealed is None:
                 counts["skipped"] += 1
                 break
-            s = item.sealed
-            if s.kid == new_key_id or s.kid.endswith(new_key_id.split("/")[-1]):
+            # Every credential set has its own data key; the KMS context (owner, connection)
+            # is the same for all of them.
+            binding = Binding(item.owner, item.id, item.provider, item.base_url)
+            actions: list[Any] = []
+            primary = moved(item.sealed, binding)
+            if primary is not None:
+                actions.append(ConnectionModel.sealed.set(primary))
+            others = list(item.credential_sets or [])
+            changed = False
+            for cs in others:
+                new = moved(cs.sealed, binding)
+                if new is not None:
+                    cs.sealed, changed = new, True
+            if changed:
+                actions.append(ConnectionModel.credential_sets.set(others))
+            if not actions:
                 counts["already"] += 1
                 break
-            sealed = Sealed(int(s.v), s.kid, bytes(s.wdk), bytes(s.nonce), bytes(s.ct))
-            binding = Binding(item.owner, item.id, item.provider, item.base_url)
-            moved = cipher.rewrap(sealed, binding, new_key_id)
             try:
                 item.update(
-                    actions=[ConnectionModel.sealed.set(SealedAttribute(
-                        v=moved.v, kid=moved.kid, wdk=moved.wdk, nonce=moved.nonce,
-                        ct=moved.ct))],
-                    condition=ConnectionModel.sealed.wdk == bytes(s.wdk),  # type: ignore[arg-type]
+                    actions=actions,
+                    condition=(ConnectionModel.sealed.wdk == bytes(item.sealed.wdk))
+                    & (ConnectionModel.version == item.version),
                 )
                 counts["rewrapped"] += 1
                 break

@@ -225,6 +225,11 @@ class TestingService:
         ]
         if result.get("available_models"):
             actions.append(M.available_models.set(result["available_models"]))
+        # The primary set's "failed for auth" mark (invoke failover skips a marked set) is
+        # set or cleared by each test of it.
+        actions.append(M.credential_meta.set({"auth_failed_at": tested_at})
+                       if error.get("code") in ("invalid_api_key", "permission_denied")
+                       else M.credential_meta.remove())
         actions.extend(also)
         try:
             self._repo.update_unversioned(item, actions)

@@ -133,7 +133,8 @@ def test_invoke_returns_the_normalized_answer(api, fake_provider, adapter):
     assert resp.status_code == 200, resp.data
     out = resp.data
     assert set(out) == {"output_text", "model", "finish_reason", "usage", "latency_ms",
-                        "provider_request_id"}
+                        "provider_request_id", "credential_set", "failover_from"}
+    assert (out["credential_set"], out["failover_from"]) == ("primary", [])
     assert out["output_text"] == control.REPLY_TEXT
     assert out["finish_reason"] == "stop"
     assert out["usage"] == {"input_tokens": 2, "output_tokens": len(control.REPLY_TEXT.split())}

@@ -167,7 +167,7 @@ def test_swapped_blobs_do_not_open(cipher):
             cipher.open(swapped, BINDING)
 
 
-@pytest.mark.parametrize("version", [0, 2, 99])
+@pytest.mark.parametrize("version", [0, 3, 99])
 def test_unknown_format_version_is_refused_before_kms(cipher, sealed, kms, version):
     kms.calls.clear()
     with pytest.raises(SealBroken, match="format version"):
