@@ -103,6 +103,10 @@ class ImportEntry(Strict):
     default_model: Model | None = None
     base_url: Url | None = None
     settings: ConnSettings | None = None
+    # Names of the exported connection's credential sets (never their secrets): the
+    # imported connection lists them as the sets to add.
+    credential_sets: Annotated[list[Annotated[str, Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]], Field(max_length=5)] | None = None
 
 
 class ImportDocument(Strict):
@@ -431,6 +435,8 @@ class ConnectionService:
     # export / import ----------------------------------------------------------------
 
     def export(self, caller: Caller) -> dict[str, Any]:
+        from chalicelib.services.credential_sets import sets_of
+
         entries = []
         for item in self._repo.iter_by_owner(caller.user_id):
             entries.append({
@@ -442,6 +448,7 @@ class ConnectionService:
                 "settings": item.settings or {},
                 # Non-secret fields only; secrets never leave.
                 "credentials": dict(item.credentials_public or {}),
+                "credential_sets": [s.name for s in sets_of(item)],
             })
         self._audit.record(caller, "connection.export", f"owner:{caller.user_id}",
                            target_owner=caller.user_id, detail={"count": len(entries)})
@@ -456,6 +463,7 @@ class ConnectionService:
                                field="format" if doc.format != EXPORT_FORMAT else "version")
         seen: set[str] = set()
         items = []
+        wanted: list[list[str]] = []
         now = iso(utcnow())
         for idx, entry in enumerate(doc.connections):
             where = f"connections[{idx}]"
@@ -476,6 +484,11 @@ class ConnectionService:
                 raise InvalidInput("an import document never carries secrets",
                                    field=f"{where}.credentials")
             cid = new_id("conn")
+            if entry.credential_sets and len(set(entry.credential_sets)) != len(
+                    entry.credential_sets):
+                raise InvalidInput("credential set names must be unique",
+                                   field=f"{where}.credential_sets")
+            wanted.append(list(entry.credential_sets or []))
             items.append(ConnectionModel(
                 id=cid, owner=caller.user_id, name=entry.name.strip(), name_key=key,
                 description=entry.description, provider=provider.id, base_url=base_url,
@@ -492,7 +505,8 @@ class ConnectionService:
         except NameTaken as exc:
             raise Conflict(f"you already have a connection named {exc.args[0]!r}",
                            field="connections", code="name_taken") from None
-        return [self.view(i) for i in items]
+        return [{**self.view(i), "credential_sets_to_add": names}
+                for i, names in zip(items, wanted, strict=True)]
 
     def set_status(self, item: ConnectionModel, status: str, hint: dict[str, Any]) -> None:
         """Set a system-owned status (the monthly quota) with its ``{code, message,
