@@ -996,12 +996,171 @@ async function viewDetail({ mount, alive }, id) {
     problems,
     testOut,
     h('div', { class: 'card' }, props),
+    keysSection(conn, provs.find((p) => p.id === conn.provider), alive),
     chartSection(id, stats, alive),
     history.el,
     h('section', { class: 'card', 'aria-labelledby': 'deps-h' }, h('h2', { id: 'deps-h' }, `Dependents (${deps.length})`),
       deps.length ? h('ul', {}, deps.map((d) => h('li', {}, d.display_name, h('span', { class: 'small muted' }, ` ${d.kind} · ${d.id}`)))) : h('p', { class: 'muted' }, 'No prompts use this connection.')),
     playground(conn));
   if (mount(page)) history.reload();
+}
+
+// ------------------------------------------------------------------ keys (credential sets)
+
+// A connection holds one to five named keys. Invokes use the first (primary) and fail over to
+// the next on a rate limit, a used-up quota or a refused key. Rotation: add, test, make
+// primary, remove the old one. Every change sends If-Match with the version last read.
+function keysSection(conn, provider, alive) {
+  const body = h('div', {});
+  const out = h('div', { 'aria-live': 'polite', id: 'keys-output' });
+  const secretFields = ((provider && provider.credential_fields) || []).filter((f) => f.secret);
+  let state = null;
+
+  async function load() {
+    try {
+      state = await api('GET', `/connections/${conn.id}/credentials`);
+      if (alive()) draw();
+    } catch (e) { body.replaceChildren(errorAlert(e)); }
+  }
+
+  function changedElsewhere(e) {
+    const box = h('div', {}, errorAlert(e));
+    if (e.status === 412 || e.status === 409) {
+      box.append(h('p', {}, e.status === 412 ? 'The keys changed elsewhere since this page loaded. ' : ''),
+        h('button', { type: 'button', onclick: () => render() }, 'Reload'));
+    }
+    return box;
+  }
+
+  async function write(method, path, payload, done) {
+    out.replaceChildren(spinner('Saving…'));
+    try {
+      state = await api(method, path, { body: payload, headers: { 'If-Match': `"v${state.version}"` } });
+      out.replaceChildren();
+      toast(done);
+      // The connection's status, badge and masks follow the primary: reload the whole page.
+      render();
+    } catch (e) { out.replaceChildren(changedElsewhere(e)); }
+  }
+
+  async function testKey(name, btn) {
+    btn.disabled = true;
+    out.replaceChildren(spinner(`Testing key ${name}…`));
+    try {
+      const r = await api('POST', `/connections/${conn.id}/credentials/${encodeURIComponent(name)}/test`, { body: {} });
+      if (!alive()) return;
+      out.replaceChildren(h('h3', {}, `Test of key “${name}”`), testResult(r));
+      await load();
+    } catch (e) { out.replaceChildren(errorAlert(e)); } finally { btn.disabled = false; }
+  }
+
+  function confirmDialog(titleText, text, actionLabel, onConfirm) {
+    const go = h('button', { type: 'button', class: 'danger' }, actionLabel);
+    const cancel = h('button', { type: 'button' }, 'Cancel');
+    const dlg = h('dialog', { 'aria-labelledby': 'key-dlg-title', 'aria-describedby': 'key-dlg-desc' },
+      h('h2', { id: 'key-dlg-title' }, titleText), h('p', { id: 'key-dlg-desc' }, text),
+      h('div', { class: 'actions' }, go, cancel));
+    cancel.addEventListener('click', () => dlg.close());
+    dlg.addEventListener('close', () => dlg.remove());
+    go.addEventListener('click', () => { dlg.close(); onConfirm(); });
+    document.body.append(dlg);
+    dlg.showModal();
+    cancel.focus();
+  }
+
+  function lastTest(t) {
+    if (!t) return h('span', { class: 'muted' }, 'never');
+    return [statusBadge(t.status), ' ', time(t.tested_at), t.latency_ms !== null && t.latency_ms !== undefined ? ` · ${ms(t.latency_ms)}` : '',
+      t.error_code ? [' ', h('span', { class: 'badge err', title: title(t.error_code) }, title(t.error_code))] : null];
+  }
+
+  function row(k, count) {
+    const q = encodeURIComponent(k.name);
+    const testBtn = h('button', { type: 'button', 'aria-label': `Test key ${k.name}` }, 'Test');
+    testBtn.addEventListener('click', () => testKey(k.name, testBtn));
+    const actions = [testBtn];
+    if (!k.primary) {
+      actions.push(h('button', { type: 'button', 'aria-label': `Make key ${k.name} primary`,
+        onclick: () => write('POST', `/connections/${conn.id}/credentials/${q}/promote`, {}, `Key ${k.name} is now the primary.`) }, 'Make primary'));
+    }
+    if (count > 1) {
+      actions.push(h('button', { type: 'button', 'aria-label': `Remove key ${k.name}`,
+        onclick: () => confirmDialog(`Remove key “${k.name}”?`,
+          k.primary ? 'The next key becomes the primary. Its secret is deleted.' : 'Its secret is deleted; the other keys keep working.',
+          'Remove', () => write('DELETE', `/connections/${conn.id}/credentials/${q}`, undefined, `Removed key ${k.name}.`)) }, 'Remove'));
+    }
+    actions.push(h('button', { type: 'button', class: 'danger-outline', 'aria-label': `Revoke key ${k.name}`,
+      onclick: () => confirmDialog(`Revoke key “${k.name}”?`,
+        count > 1 ? 'Its secret is deleted now and no call will use it again. Revoke the key at the provider too.'
+          : 'This is the only key: the connection stops working until you add a new one. Its secret is deleted now; revoke the key at the provider too.',
+        'Revoke', () => write('POST', `/connections/${conn.id}/credentials/${q}/revoke`, {}, `Revoked key ${k.name}.`)) }, 'Revoke'));
+    const masks = Object.entries(k.credentials_masked || {});
+    return h('tr', { 'data-key': k.name },
+      h('th', { scope: 'row', 'data-label': 'Key' }, h('span', { class: 'key-name' }, k.name),
+        k.primary ? [' ', h('span', { class: 'badge ok' }, 'Primary')] : h('span', { class: 'small muted' }, ` #${k.position}`)),
+      h('td', { 'data-label': 'Secret' }, masks.length ? masks.map(([f, v]) => h('div', {}, h('code', {}, v), masks.length > 1 ? h('span', { class: 'small muted' }, ` ${f}`) : null)) : '—'),
+      h('td', { 'data-label': 'Added' }, time(k.created_at),
+        k.rotation_due ? [' ', h('span', { class: 'badge warn' }, 'Rotate (over 90 days)')] : null),
+      h('td', { 'data-label': 'Last test' }, lastTest(k.last_test),
+        k.auth_failed ? [' ', h('span', { class: 'badge err', title: 'Refused by the provider; skipped by invokes until it is tested again' }, 'Refused: skipped')] : null),
+      h('td', { 'data-label': 'Actions' }, h('div', { class: 'actions wrap' }, actions)));
+  }
+
+  function addForm() {
+    const taken = new Set(state.items.map((k) => k.name));
+    const suggestion = ['next', 'backup', 'key-3', 'key-4', 'key-5'].find((n) => !taken.has(n)) || '';
+    const nameIn = h('input', { 'data-field': 'name', value: suggestion, autocomplete: 'off', spellcheck: 'false', maxlength: '32' });
+    const inputs = secretFields.map((f) => field(`key-${f.name}`, f.label,
+      h('input', { type: 'password', 'data-field': `credentials.${f.name}`, autocomplete: 'off', spellcheck: 'false' }),
+      { required: !!f.required }));
+    const addBtn = h('button', { type: 'submit', class: 'primary' }, 'Add key');
+    const form = h('form', { novalidate: true, 'aria-labelledby': 'add-key-h' },
+      h('h3', { id: 'add-key-h' }, 'Add a key'),
+      field('key-name', 'Key name', nameIn, { required: true, help: 'Lower case letters, digits, - and _. For a rotation, add the new key as “next”, test it, make it primary, then remove the old one.' }),
+      inputs, h('div', { class: 'actions' }, addBtn));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      setFieldError(form, null);
+      const credentials = {};
+      for (const f of secretFields) {
+        const v = form.querySelector(`[data-field="credentials.${f.name}"]`).value;
+        if (v) credentials[f.name] = v;
+      }
+      addBtn.disabled = true;
+      out.replaceChildren(spinner('Adding key…'));
+      try {
+        state = await api('POST', `/connections/${conn.id}/credentials`, { body: { name: nameIn.value.trim(), credentials }, headers: { 'If-Match': `"v${state.version}"` } });
+        // The typed secret is sent once and dropped from the page.
+        for (const i of form.querySelectorAll('input[type="password"]')) i.value = '';
+        out.replaceChildren();
+        toast(`Added key ${nameIn.value.trim()}. Test it, then make it primary.`);
+        draw();
+        const btn = body.querySelector(`tr[data-key="${CSS.escape(nameIn.value.trim())}"] button`);
+        if (btn) btn.focus();
+      } catch (e) {
+        if (!setFieldError(form, e.field, e.message)) out.replaceChildren(changedElsewhere(e));
+        else out.replaceChildren();
+      } finally { addBtn.disabled = false; }
+    });
+    return form;
+  }
+
+  function draw() {
+    const count = state.items.length;
+    body.replaceChildren(
+      count ? h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Keys, scrollable' },
+        h('table', { class: 'responsive', 'aria-label': 'Keys' },
+          h('thead', {}, h('tr', {}, ['Key', 'Secret', 'Added', 'Last test', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', {}, state.items.map((k) => row(k, count)))))
+        : h('div', { class: 'alert error' }, 'This connection has no key: add one to use it again.'),
+      count < state.max_sets ? addForm() : h('p', { class: 'small muted' }, `A connection holds at most ${state.max_sets} keys: remove one to add another.`));
+  }
+
+  load();
+  return h('section', { class: 'card', 'aria-labelledby': 'keys-h', id: 'keys' },
+    h('h2', { id: 'keys-h' }, 'Keys'),
+    h('p', { class: 'small muted' }, 'Calls use the primary key; when the provider rate-limits it, reports its quota used up or refuses it, they try the next key in order. Each key is tested every day.'),
+    body, out);
 }
 
 function historySection(id, alive) {
@@ -1125,8 +1284,9 @@ function playground(conn) {
     out.replaceChildren(spinner('Waiting for the model…'));
     try {
       const r = await api('POST', `/connections/${conn.id}/invoke`, { body: { messages: [{ role: 'user', content: text }] } });
+      const via = r.credential_set ? ` · key ${r.credential_set}${(r.failover_from || []).length ? ` (after ${r.failover_from.join(', ')})` : ''}` : '';
       out.replaceChildren(h('pre', { class: 'output' }, r.output_text),
-        h('p', { class: 'small muted' }, `${r.model} · ${r.usage.input_tokens} tokens in, ${r.usage.output_tokens} out · ${r.latency_ms} ms · ${r.finish_reason}`));
+        h('p', { class: 'small muted' }, `${r.model} · ${r.usage.input_tokens} tokens in, ${r.usage.output_tokens} out · ${r.latency_ms} ms · ${r.finish_reason}${via}`));
     } catch (e) { out.replaceChildren(errorAlert(e)); } finally { send.disabled = false; }
   });
   return h('section', { class: 'card', 'aria-labelledby': 'pg-h' }, h('h2', { id: 'pg-h' }, 'Playground'), form);
