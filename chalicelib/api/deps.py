@@ -86,7 +86,8 @@ def services() -> Services:
                      per_provider=settings.daily_provider_cap,
                      incidents=incidents, runs=runs,
                      digests=DigestService(runs, subscriptions.wants_digest, alerts.publish),
-                     credential_sets=credential_sets)
+                     credential_sets=credential_sets, publish=alerts.publish,
+                     provider_name=provider_name)
     invoke = InvokeService(connections, providers, testing,
                            UsageRepository(settings.tables.usage), audit, settings,
                            credential_sets)

@@ -85,6 +85,24 @@ def build_message(kind: str, item: ConnectionModel, provider_name: str,
             "json": json.loads(redact(json.dumps(doc))), "attributes": attributes}
 
 
+def rotation_message(item: ConnectionModel, provider_name: str, keys: list[str],
+                     rotation_days: int, remediation: tuple[str, ...]) -> dict[str, Any]:
+    """The alert that keys of a connection passed the rotation age (sent on the day they do,
+    then every reminder period; owners with a digest get it as a digest line instead)."""
+    names = ", ".join(keys)
+    title = f"Rotate the key{'s' if len(keys) > 1 else ''} of connection '{item.name}' ({names})"
+    lines = [title, "", f"Connection: {item.name} ({item.id})", f"Provider:   {provider_name}",
+             f"Keys older than {rotation_days} days: {names}", "", "What to do:"]
+    lines += [f"  {i}. {step}" for i, step in enumerate(remediation, 1)]
+    doc = {"type": "connection.rotation_due", "connection_id": item.id,
+           "connection_name": item.name, "owner": item.owner, "provider": item.provider,
+           "keys": keys, "rotation_days": rotation_days, "remediation": list(remediation)}
+    attributes = {"owner": item.owner, "connection_id": item.id, "provider": item.provider,
+                  "status": item.status, "error_code": "rotation_due", "kind": "rotation_due"}
+    return {"subject": _subject(title), "text": redact("\n".join(lines)),
+            "json": json.loads(redact(json.dumps(doc))), "attributes": attributes}
+
+
 def _subject(title: str) -> str:
     """An SNS Subject: no line breaks or control characters (SNS refuses the whole publish
     otherwise, and a connection name may hold a tab), at most 100 characters once redacted."""

@@ -26,7 +26,7 @@ from chalicelib.data.daily_repo import DailyClaimRepository, RunRepository
 from chalicelib.data.models import ConnectionModel, DigestEntryModel, ProviderModel
 from chalicelib.errors import SealBroken
 from chalicelib.observability import logger, metrics
-from chalicelib.services.alerts import decide
+from chalicelib.services.alerts import decide, rotation_message
 from chalicelib.services.common import SYSTEM, iso, parse_iso, utcnow
 from chalicelib.services.credential_sets import CredentialSetService, set_result, sets_of
 from chalicelib.services.digest import ROTATION_REMEDIATION, DigestService
@@ -94,9 +94,13 @@ class DailyRun:
         runs: RunRepository | None = None,
         digests: DigestService | None = None,
         credential_sets: CredentialSetService | None = None,
+        publish: Callable[[dict[str, Any]], bool] | None = None,
+        provider_name: Callable[[str], str] = str,
     ) -> None:
         self._repo = repo
         self._sets = credential_sets
+        self._publish = publish
+        self._provider_name = provider_name
         self._providers = providers
         self._testing = testing
         self._claims = claims
@@ -324,6 +328,13 @@ class DailyRun:
         errors += [r for r in recorded if isinstance(r, BaseException)]
         entries = [lines[t.item.id] for t, r in zip(tested, recorded, strict=True)
                    if not isinstance(r, BaseException) and t.item.id in lines]
+        if not retest:
+            done = [t for t, r in zip(tested, recorded, strict=True)
+                    if not isinstance(r, BaseException)]
+            try:
+                await asyncio.to_thread(self._rotation_alerts, done)
+            except Exception:  # noqa: BLE001 - a reminder must not fail the run
+                logger.exception("rotation alerts not sent")
         try:
             await asyncio.to_thread(self._flush, sink, entries)
         except Exception as exc:  # noqa: BLE001 - the message comes back; logged below
@@ -431,15 +442,33 @@ class DailyRun:
         return out
 
     def _rotation_due_today(self, item: ConnectionModel, now: Any) -> bool:
-        """Due on the day a credential set passes the rotation age, then every reminder
-        period (each set on its own day: one line per day a set comes due)."""
+        return bool(self._keys_due_today(item, now))
+
+    def _keys_due_today(self, item: ConnectionModel, now: Any) -> list[str]:
+        """The keys (credential sets) that pass the rotation age today, or come to another
+        reminder period: each key is said on its own days only."""
+        due = []
         for cs in sets_of(item):
             if not cs.created_at:
                 continue
             over = (now - parse_iso(cs.created_at)).days - self._settings.rotation_days
             if over >= 0 and over % self._settings.alert_reminder_days == 0:
-                return True
-        return False
+                due.append(cs.name)
+        return due
+
+    def _rotation_alerts(self, done: list[Tested]) -> None:
+        """Immediate alerts for keys due for rotation today (the digest has its own line).
+        Once a day: the run tests a connection once (its claim), and this follows its record."""
+        if self._publish is None:
+            return
+        now = utcnow()
+        for t in done:
+            keys = self._keys_due_today(t.item, now)
+            if not keys or t.result.get("incident_id"):
+                continue
+            self._publish(rotation_message(
+                t.item, self._provider_name(t.item.provider), keys,
+                self._settings.rotation_days, ROTATION_REMEDIATION))
 
     def _flush(self, sink: RecordSink, entries: list[DigestEntryModel]) -> None:
         self._testing.flush(sink)

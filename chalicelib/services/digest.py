@@ -21,8 +21,8 @@ from chalicelib.services.alerts import _subject
 from chalicelib.services.common import iso, utcnow
 
 ROTATION_REMEDIATION = (
-    "Create a new key with the provider and update the connection's credentials.",
-    "Revoke the old key once every dependent uses the new one.",
+    "Create a new key with the provider and add it to the connection as a new key (\"next\").",
+    "Test the new key, make it primary, then remove the old key and revoke it at the provider.",
 )
 
 _HEADINGS = {"failure": "Failing", "reminder": "Still failing", "recovery": "Working again",

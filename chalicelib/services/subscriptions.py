@@ -22,7 +22,8 @@ _EMAIL = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-
 
 # The alert kinds (SNS attribute ``kind``) each delivery receives.
 DELIVERY_KINDS: dict[str, tuple[str, ...]] = {
-    "immediate": ("failure", "reminder", "recovery", "incident.opened", "incident.closed"),
+    "immediate": ("failure", "reminder", "recovery", "rotation_due", "incident.opened",
+                  "incident.closed"),
     "digest": ("digest", "incident.opened", "incident.closed"),
 }
 

@@ -673,6 +673,7 @@ def test_accessibility_scan_has_no_serious_or_critical_violation(browser, stack,
                     c.page.get_by_role("combobox", name="Provider").select_option("bedrock")
                 if target == "DETAIL":
                     c.page.get_by_role("region", name="Troubleshooting").wait_for()
+                    c.page.get_by_role("table", name="Keys").wait_for()
             bad = axe_violations(c.page)
             if bad:
                 found[target] = bad

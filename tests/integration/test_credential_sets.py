@@ -17,7 +17,7 @@ import pytest
 
 from fakeprovider import control
 from tests.conftest import CANARY
-from tests.integration.test_daily_faults import message, test_batch
+from tests.integration.test_daily_faults import inbox, message, sqs, test_batch  # noqa: F401
 from tests.integration.test_invoke import HELLO, create, invoke, last_seq, sent
 from tests.support.aws_calls import count_aws_calls
 from tests.support.builders import caller, raw_connection, set_raw, table
@@ -305,6 +305,28 @@ def test_a_set_past_the_rotation_age_is_due_and_said_once_in_the_digest_line(
     due_day = parse_iso(ninety) + timedelta(days=days)
     assert svc.daily._rotation_due_today(item, due_day) is True
     assert svc.daily._rotation_due_today(item, due_day + timedelta(days=1)) is False
+
+
+def test_a_key_coming_due_today_is_alerted_once_naming_it(api, fake_provider, inbox):  # noqa: F811
+    from datetime import timedelta
+
+    from chalicelib.api.deps import services
+    from chalicelib.services.common import iso, utcnow
+
+    read = inbox(api.user)
+    cid, _ = create(api, fake_provider)
+    assert add(api, cid, "next", fake_key("openai")).status_code == 201
+    days = services().settings.rotation_days
+    set_raw(cid, "SET credential_sets[0].created_at = :t",
+            {":t": {"S": iso(utcnow() - timedelta(days=days, hours=1))}})
+    record = message([cid])
+    assert test_batch([record]) == {"batchItemFailures": []}
+    assert test_batch([record]) == {"batchItemFailures": []}  # redelivered: claimed, no repeat
+    got = [e for e in read() if e["MessageAttributes"]["kind"]["Value"] == "rotation_due"]
+    assert len(got) == 1, got
+    doc = json.loads(got[0]["Message"])
+    assert doc["keys"] == ["next"] and doc["connection_id"] == cid
+    assert "Rotate the key of connection" in got[0]["Subject"]
 
 
 # --------------------------------------------------------------------------- failover
