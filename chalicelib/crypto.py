@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import SealBroken
+from chalicelib.errors import KeyServiceFault, SealBroken
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 NONCE_BYTES = 12
 DEFAULT_SET = "primary"
+# KMS refusing a key whatever the blob: the key is disabled or pending deletion.
+KEY_STATE_CODES = ("DisabledException", "KMSInvalidStateException")
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,45 @@ class EnvelopeCipher:
     def __init__(self, kms: Any, key_id: str) -> None:
         self._kms = kms
         self._key_id = key_id
+        self._own_arn: str | None = None
+
+    def _key_fault(self, code: str) -> KeyServiceFault:
+        from chalicelib.observability import logger
+
+        # The log line is what the operators' alarm counts (a metric filter on the message,
+        # metrics_names.KEY_SERVICE_FAULT_MESSAGE).
+        logger.error("encryption key unusable", extra={"kms_error": code})
+        return KeyServiceFault(
+            "the service cannot use its encryption key right now; your stored secrets are "
+            "intact and the operators are alerted; try again later")
+
+    def _is_own_key(self, kid: str) -> bool:
+        """Whether a blob's key id is the key this service seals with. A key we cannot even
+        describe counts as ours: then it is our role, not the blob, that is broken."""
+        from botocore.exceptions import ClientError
+
+        if self._own_arn is None:
+            try:
+                meta = self._kms.describe_key(KeyId=self._key_id)["KeyMetadata"]
+            except ClientError:
+                return True
+            self._own_arn = str(meta.get("Arn") or meta.get("KeyId") or "")
+        return kid in (self._own_arn, self._key_id) or self._own_arn.endswith(f"/{kid}")
 
     def seal(self, secrets: Mapping[str, str], binding: Binding) -> Sealed:
+        from botocore.exceptions import ClientError
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        resp = self._kms.generate_data_key(
-            KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=binding.kms_context()
-        )
+        try:
+            resp = self._kms.generate_data_key(
+                KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=binding.kms_context()
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in KEY_STATE_CODES or code in ("AccessDeniedException",
+                                                   "NotFoundException"):
+                raise self._key_fault(code) from None
+            raise
         plaintext_key = resp["Plaintext"]
         try:
             nonce = os.urandom(NONCE_BYTES)
@@ -101,9 +135,13 @@ class EnvelopeCipher:
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
+            # Our own key refused (our role, or the key disabled or pending deletion): the
+            # operators' fault, not the blob's; no user should re-enter a secret for it.
+            if code in KEY_STATE_CODES or (code == "AccessDeniedException"
+                                           and self._is_own_key(sealed.kid)):
+                raise self._key_fault(code) from None
             # A damaged or foreign wrapped key names a key KMS cannot find, or one this caller
-            # may not use: AccessDenied too (KeyId is pinned, so a misconfigured role fails
-            # ``seal`` loudly as well and is not hidden by this).
+            # may not use (a key id written into the table that is not ours).
             if code in ("InvalidCiphertextException", "IncorrectKeyException", "NotFoundException",
                         "AccessDeniedException"):
                 raise SealBroken(

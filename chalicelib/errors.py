@@ -75,6 +75,13 @@ class Unavailable(DomainError):
     code = "service_unavailable"
 
 
+class KeyServiceFault(Unavailable):
+    """Our role may not use the KMS key, or the key is disabled or pending deletion: an
+    operator's fault (503 and an alarm), never a reason to ask users for their secrets again."""
+
+    code = "key_service_unavailable"
+
+
 class UpstreamFailure(DomainError):
     """A provider call failed; carries the closed provider error code and its remediation."""
 

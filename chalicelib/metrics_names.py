@@ -19,3 +19,9 @@ ALERT_PUBLISH_FAILURES = "AlertPublishFailures"
 # succeeds, so only the log line tells).
 AUDIT_WRITE_FAILED_MESSAGE = "audit write failed"
 AUDIT_WRITE_FAILURES = "AuditWriteFailures"
+
+# The log message when KMS refuses our own key (access denied to our role, key disabled or
+# pending deletion): a log metric filter counts it and the operators' alarm fires. Users get a
+# 503, and the daily run retries instead of telling owners to re-enter their secrets.
+KEY_SERVICE_FAULT_MESSAGE = "encryption key unusable"
+KEY_SERVICE_FAULTS = "KeyServiceFaults"

@@ -59,7 +59,8 @@ POLICIES: dict[str, dict[str, tuple[str, ...]]] = {
                         "BatchWriteItem"),
         # Who wants a digest.
         "table/subscriptions": ("Query",),
-        "key/secrets": ("Decrypt",),
+        # DescribeKey: telling our own key refused (an operator alarm) from a foreign key id.
+        "key/secrets": ("Decrypt", "DescribeKey"),
         "topic/alerts": ("Publish",),
         # Delayed retests of an open incident, and the run's digest message.
         "queue/work": ("SendMessage",),

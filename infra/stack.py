@@ -618,6 +618,16 @@ def _alarm(description: str, namespace: str, metric: str, dimensions: list[Json]
     }
 
 
+# Log lines counted as metrics (the request or message itself goes on): (resource suffix,
+# the log message, the metric).
+LOG_METRICS = (
+    ("AuditWriteFailures", metrics_names.AUDIT_WRITE_FAILED_MESSAGE,
+     metrics_names.AUDIT_WRITE_FAILURES),
+    ("KeyServiceFaults", metrics_names.KEY_SERVICE_FAULT_MESSAGE,
+     metrics_names.KEY_SERVICE_FAULTS),
+)
+
+
 def _alarms(stage: str, fns: list[LambdaInfo]) -> Json:
     service_dim = [{"Name": "service", "Value": metrics_names.SERVICE}]
     out: Json = {
@@ -639,6 +649,11 @@ def _alarms(stage: str, fns: list[LambdaInfo]) -> Json:
             f"{stage}: audit events could not be written",
             metrics_names.NAMESPACE, metrics_names.AUDIT_WRITE_FAILURES, [],
             "Sum", 1, "GreaterThanOrEqualToThreshold"),
+        "KeyServiceFaultsAlarm": _alarm(
+            f"{stage}: KMS refuses the secrets key (role, disabled or pending deletion); "
+            "users get 503s and the daily run retries",
+            metrics_names.NAMESPACE, metrics_names.KEY_SERVICE_FAULTS, [],
+            "Sum", 1, "GreaterThanOrEqualToThreshold"),
     }
     for fn in fns:
         dims = [{"Name": "FunctionName", "Value": _ref(fn.cfn_name)}]
@@ -649,19 +664,18 @@ def _alarms(stage: str, fns: list[LambdaInfo]) -> Json:
             f"{stage}: {fn.name} was throttled", "AWS/Lambda", "Throttles", dims,
             "Sum", 1, "GreaterThanOrEqualToThreshold")
         if fn.log_group_cfn_name:
-            out[f"{fn.cfn_name}AuditWriteFailures"] = {
-                "Type": "AWS::Logs::MetricFilter",
-                "DependsOn": [fn.log_group_cfn_name],
-                "Properties": {
-                    "LogGroupName": f"/aws/lambda/{fn.physical_name(stage)}",
-                    "FilterPattern": json.dumps(metrics_names.AUDIT_WRITE_FAILED_MESSAGE).join(
-                        ("{ $.message = ", " }")),
-                    "MetricTransformations": [{
-                        "MetricNamespace": metrics_names.NAMESPACE,
-                        "MetricName": metrics_names.AUDIT_WRITE_FAILURES,
-                        "MetricValue": "1", "Unit": "Count"}],
-                },
-            }
+            for suffix, message, metric in LOG_METRICS:
+                out[f"{fn.cfn_name}{suffix}"] = {
+                    "Type": "AWS::Logs::MetricFilter",
+                    "DependsOn": [fn.log_group_cfn_name],
+                    "Properties": {
+                        "LogGroupName": f"/aws/lambda/{fn.physical_name(stage)}",
+                        "FilterPattern": json.dumps(message).join(("{ $.message = ", " }")),
+                        "MetricTransformations": [{
+                            "MetricNamespace": metrics_names.NAMESPACE,
+                            "MetricName": metric, "MetricValue": "1", "Unit": "Count"}],
+                    },
+                }
     return out
 
 

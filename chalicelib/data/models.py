@@ -166,6 +166,20 @@ class NameLockModel(_Base):
     connection_id = UnicodeAttribute()
 
 
+class EndpointClaimModel(_Base):
+    """Which owner an alert address belongs to, in the names table: SNS keeps one
+    subscription per (topic, protocol, address), so a second owner's Subscribe would take over
+    the first's (its filter, then its deletion). ``key`` is ``sns:<protocol>/<address>``; a
+    name lock's key starts with a URL-quoted owner, which never holds a colon."""
+
+    class Meta(_Base.Meta):
+        env_key = "names"
+
+    key = UnicodeAttribute(hash_key=True)
+    owner = UnicodeAttribute()
+    subscription_id = UnicodeAttribute()
+
+
 class DependentModel(_Base):
     class Meta(_Base.Meta):
         env_key = "dependents"
@@ -384,7 +398,8 @@ ALL_MODELS: tuple[type[_Base], ...] = (
 
 # Models that share a table with one of ALL_MODELS (bound, never created on their own).
 SHARED_MODELS: tuple[type[_Base], ...] = (ProviderRunModel, OpenIncidentModel,
-                                          RunProgressModel, DigestEntryModel)
+                                          RunProgressModel, DigestEntryModel,
+                                          EndpointClaimModel)
 
 _bound: tuple[str, ...] | None = None
 

@@ -10,6 +10,9 @@ from chalicelib.data.connections_repo import ConnectionRepository
 from chalicelib.data.models import ConnectionModel, SealedAttribute
 from chalicelib.observability import logger
 
+# What KMS answers for a wrapped key that does not belong to the context it is presented with.
+UNREADABLE_CODES = ("InvalidCiphertextException", "IncorrectKeyException", "NotFoundException")
+
 
 def rewrap_all(repo: ConnectionRepository, cipher: EnvelopeCipher, new_key_id: str,
                *, log: Callable[[str], Any] = print) -> dict[str, int]:
@@ -18,7 +21,9 @@ def rewrap_all(repo: ConnectionRepository, cipher: EnvelopeCipher, new_key_id: s
     concurrent credential update is never overwritten: that record is re-read and retried.
     Deploy the new key id first, so new writes already use it; reads pin the stored key id,
     so old and new records both open during the move."""
-    counts = {"rewrapped": 0, "already": 0, "skipped": 0, "retried": 0}
+    from botocore.exceptions import ClientError
+
+    counts = {"rewrapped": 0, "already": 0, "skipped": 0, "retried": 0, "unreadable": 0}
 
     def moved(z: SealedAttribute | None, binding: Binding) -> SealedAttribute | None:
         if z is None or z.kid == new_key_id or z.kid.endswith(new_key_id.split("/")[-1]):
@@ -37,15 +42,28 @@ def rewrap_all(repo: ConnectionRepository, cipher: EnvelopeCipher, new_key_id: s
             # is the same for all of them.
             binding = Binding(item.owner, item.id, item.provider, item.base_url)
             actions: list[Any] = []
-            primary = moved(item.sealed, binding)
-            if primary is not None:
-                actions.append(ConnectionModel.sealed.set(primary))
             others = list(item.credential_sets or [])
             changed = False
-            for cs in others:
-                new = moved(cs.sealed, binding)
-                if new is not None:
-                    cs.sealed, changed = new, True
+            try:
+                primary = moved(item.sealed, binding)
+                for cs in others:
+                    new = moved(cs.sealed, binding)
+                    if new is not None:
+                        cs.sealed, changed = new, True
+            except ClientError as exc:
+                # A record KMS will not rewrap under its own context (edited in the table,
+                # or its wrapped key damaged) would not open either: count it, name it in
+                # the log, and go on with the others. Anything else (throttling past the
+                # SDK's retries, our key disabled) stops the run.
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code not in UNREADABLE_CODES:
+                    raise
+                counts["unreadable"] += 1
+                logger.warning("rewrap skipped a record that does not open",
+                               extra={"connection_id": row, "kms_error": code})
+                break
+            if primary is not None:
+                actions.append(ConnectionModel.sealed.set(primary))
             if changed:
                 actions.append(ConnectionModel.credential_sets.set(others))
             if not actions:

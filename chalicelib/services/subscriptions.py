@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
+from pynamodb.exceptions import DeleteError, PutError
 
-from chalicelib.data.models import SubscriptionModel
+from chalicelib.data.models import EndpointClaimModel, SubscriptionModel
 from chalicelib.errors import Conflict, Forbidden, InvalidInput, NotFound
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, new_id, utcnow
@@ -65,6 +66,44 @@ class SubscriptionService:
                for s in SubscriptionModel.query(caller.user_id, limit=100)):
             raise Conflict("this address is already subscribed", field="endpoint",
                            code="already_exists")
+        sub_id = new_id("sub")
+        claim = self._claim(caller, data.protocol, data.endpoint, sub_id)
+        try:
+            item = self._subscribe(caller, data, sub_id)
+        except BaseException:
+            self._release(claim, caller.user_id)
+            raise
+        self._audit.record(caller, "subscription.create", f"subscription:{item.subscription_id}",
+                           target_owner=caller.user_id,
+                           detail={"scope": data.scope, "delivery": data.delivery or "all"})
+        return to_view(item)
+
+    def _claim(self, caller: Caller, protocol: str, endpoint: str,
+               sub_id: str) -> EndpointClaimModel:
+        """Record the address as the caller's, or refuse it if another owner holds it (one
+        conditional put: of two owners racing for an address, one wins)."""
+        claim = EndpointClaimModel(key=f"sns:{protocol}/{endpoint.casefold()}",
+                                   owner=caller.user_id, subscription_id=sub_id)
+        try:
+            claim.save(condition=EndpointClaimModel.key.does_not_exist()
+                       | (EndpointClaimModel.owner == caller.user_id))
+        except PutError as exc:
+            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+                raise Conflict("this address already receives another account's alerts; "
+                               "use another address", field="endpoint",
+                               code="endpoint_taken") from None
+            raise
+        return claim
+
+    @staticmethod
+    def _release(claim: EndpointClaimModel, owner: str) -> None:
+        try:
+            claim.delete(condition=EndpointClaimModel.owner == owner)
+        except DeleteError:
+            pass  # already gone, or another owner's by now: not ours to remove
+
+    def _subscribe(self, caller: Caller, data: SubscriptionRequest,
+                   sub_id: str) -> SubscriptionModel:
         attributes: dict[str, str] = {}
         policy: dict[str, Any] = {}
         if data.scope == "own":
@@ -88,15 +127,12 @@ class SubscriptionService:
                                    "alerts under other settings)", field="endpoint") from None
             raise
         item = SubscriptionModel(
-            owner=caller.user_id, subscription_id=new_id("sub"), protocol=data.protocol,
+            owner=caller.user_id, subscription_id=sub_id, protocol=data.protocol,
             endpoint=data.endpoint, scope=data.scope, subscription_arn=resp["SubscriptionArn"],
             created_at=iso(utcnow()), delivery=data.delivery,
         )
         item.save()
-        self._audit.record(caller, "subscription.create", f"subscription:{item.subscription_id}",
-                           target_owner=caller.user_id,
-                           detail={"scope": data.scope, "delivery": data.delivery or "all"})
-        return to_view(item)
+        return item
 
     def wants_digest(self, owner: str) -> bool:
         """Whether ``owner`` has a digest subscription (a digest is published only then)."""
@@ -118,6 +154,8 @@ class SubscriptionService:
             if code not in ("NotFound", "InvalidParameter"):
                 raise
         item.delete()
+        self._release(EndpointClaimModel(key=f"sns:{item.protocol}/{item.endpoint.casefold()}"),
+                      caller.user_id)
         self._audit.record(caller, "subscription.delete", f"subscription:{subscription_id}",
                            target_owner=caller.user_id)
 

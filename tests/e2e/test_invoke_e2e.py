@@ -104,7 +104,9 @@ def test_invoke_each_adapter_over_http(stack, adapter):
         assert second.status_code == 200, dump(second)
         out = first.json()
         assert set(out) == {"output_text", "model", "finish_reason", "usage", "latency_ms",
-                            "provider_request_id"}
+                            "provider_request_id", "credential_set", "failover_from"}
+        # one key, so the primary answered and nothing failed over
+        assert out["credential_set"] == "primary" and out["failover_from"] == []
         assert out["output_text"] == " ".join(REPLY_TEXT.split()[:4])
         assert out["finish_reason"] == "length"  # cut at the connection's max_tokens
         assert out["usage"] == {"input_tokens": 4, "output_tokens": 4}

@@ -263,7 +263,7 @@ def test_metric_names_agree_with_the_app_observability_and_config():
         assert env["POWERTOOLS_SERVICE_NAME"] == metrics_names.SERVICE
 
 
-def test_the_audit_log_metric_filter_matches_a_message_the_code_logs():
+def test_the_log_metric_filters_match_messages_the_code_logs():
     # Given every literal message passed to logger.<level>(...) in chalicelib
     messages = set()
     for path in (names.ROOT / "chalicelib").rglob("*.py"):
@@ -272,8 +272,12 @@ def test_the_audit_log_metric_filter_matches_a_message_the_code_logs():
                     ast.unparse(node.func.value) == "logger" and node.args and \
                     isinstance(node.args[0], ast.Constant):
                 messages.add(node.args[0].value)
-    # Then the metric filter's message is one of them
+    # Then each metric filter's message is one of them, and each has its alarm
+    from infra.stack import LOG_METRICS
+
     assert metrics_names.AUDIT_WRITE_FAILED_MESSAGE in messages
+    assert metrics_names.KEY_SERVICE_FAULT_MESSAGE in messages
+    assert {m for _, m, _ in LOG_METRICS} <= messages
 
 
 @pytest.mark.parametrize("stage", STAGES)

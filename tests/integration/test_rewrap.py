@@ -71,3 +71,27 @@ def test_rewrap_never_overwrites_a_concurrent_credential_update(api):
     item = ConnectionModel.get(cid)
     assert svc.connections.open_secrets(item) == {"api_key": "sk-after-rotation-0002"}
     assert item.sealed.kid == new_key["Arn"]
+
+
+def test_a_record_that_does_not_open_is_counted_and_the_others_still_move(api):
+    from chalicelib.api.deps import services
+    from chalicelib.crypto import EnvelopeCipher
+    from chalicelib.data import aws
+    from chalicelib.data.connections_repo import ConnectionRepository
+    from chalicelib.data.models import ConnectionModel
+    from chalicelib.services.maintenance import rewrap_all
+    from tests.support.builders import set_raw
+
+    # Given a record whose owner was edited in the table (KMS's context no longer matches)
+    bad = api.post("/connections", openai_body(name="moved", key="sk-moved-away-000001")).data
+    good = api.post("/connections", openai_body(name="fine", key="sk-stays-fine-000002")).data
+    set_raw(bad["id"], "SET #o = :o", {":o": {"S": "someone-else"}}, names={"#o": "owner"})
+    new_key = boto3.client("kms").create_key(Description="rotation target")["KeyMetadata"]
+    cipher = EnvelopeCipher(aws.client("kms"), services().settings.kms_key_id)
+
+    counts = rewrap_all(ConnectionRepository(), cipher, new_key["Arn"], log=lambda _m: None)
+
+    # Then it is counted, left as it was, and the run went on to the others
+    assert counts["unreadable"] >= 1
+    assert ConnectionModel.get(bad["id"]).sealed.kid != new_key["Arn"]
+    assert ConnectionModel.get(good["id"]).sealed.kid == new_key["Arn"]
