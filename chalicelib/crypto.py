@@ -1,10 +1,14 @@
 """Envelope encryption of connection secrets: AES-256-GCM under a per-record KMS data key.
 
 A sealed record holds: format version, KMS key id, wrapped data key, nonce, ciphertext (with
-its GCM tag). The associated data binds version, owner, connection id, provider, base URL and
-(format 2) the credential set's name, so a blob moved to another connection or another set of
-the same connection, or a base URL or provider edited in the table, no longer opens. Format 1
-blobs (before named sets) open only as the set ``primary``. KMS ``EncryptionContext`` carries
+its GCM tag). The associated data binds version, owner, connection id, provider, base URL,
+(format 2) the credential set's name and (format 3) the *effective* endpoint: the connection's
+own base URL or, without one, the provider's at seal time. So a blob moved to another
+connection or set, a base URL or provider edited in the table, or the catalogue's base URL
+changed under a connection, no longer opens: a key is never sent to a host its owner did not
+enter it for. Format 1 blobs (before named sets) open only as the set ``primary``; formats 1
+and 2 bind only the connection's own base URL (the provider service refuses their keys after
+a catalogue URL change, see ``services.providers``). KMS ``EncryptionContext`` carries
 owner and connection id; ``Decrypt`` pins the key id. The plaintext data key lives only inside
 one call of ``seal`` or ``open_sealed``.
 """
@@ -19,8 +23,8 @@ from typing import Any
 
 from chalicelib.errors import KeyServiceFault, SealBroken
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 NONCE_BYTES = 12
 DEFAULT_SET = "primary"
 # KMS refusing a key whatever the blob: the key is disabled or pending deletion.
@@ -36,6 +40,8 @@ class Binding:
     provider: str
     base_url: str | None
     credential: str = DEFAULT_SET
+    # Where the key is sent: the connection's own base URL, else the provider's (format 3).
+    endpoint: str = ""
 
     def aad(self, version: int) -> bytes:
         bound: dict[str, Any] = {
@@ -47,6 +53,8 @@ class Binding:
         }
         if version >= 2:
             bound["cred"] = self.credential
+        if version >= 3:
+            bound["endpoint"] = self.endpoint
         elif self.credential != DEFAULT_SET:
             raise SealBroken("stored credentials do not match this credential set")
         return json.dumps(bound, sort_keys=True, separators=(",", ":")).encode()
@@ -70,7 +78,6 @@ class EnvelopeCipher:
     def __init__(self, kms: Any, key_id: str) -> None:
         self._kms = kms
         self._key_id = key_id
-        self._own_arn: str | None = None
 
     def _key_fault(self, code: str) -> KeyServiceFault:
         from chalicelib.observability import logger
@@ -82,18 +89,22 @@ class EnvelopeCipher:
             "the service cannot use its encryption key right now; your stored secrets are "
             "intact and the operators are alerted; try again later")
 
-    def _is_own_key(self, kid: str) -> bool:
-        """Whether a blob's key id is the key this service seals with. A key we cannot even
-        describe counts as ours: then it is our role, not the blob, that is broken."""
+    def _role_can_decrypt(self) -> bool:
+        """Whether this role can use the service's key at all: a fresh data key round trip
+        (two KMS calls, only after an ``AccessDenied``). If it can, the refusal was about
+        the blob (a key id or wrapped key written into the table), not about us."""
         from botocore.exceptions import ClientError
 
-        if self._own_arn is None:
-            try:
-                meta = self._kms.describe_key(KeyId=self._key_id)["KeyMetadata"]
-            except ClientError:
-                return True
-            self._own_arn = str(meta.get("Arn") or meta.get("KeyId") or "")
-        return kid in (self._own_arn, self._key_id) or self._own_arn.endswith(f"/{kid}")
+        # The context keys every policy requires, with values no connection can have.
+        context = Binding("#probe", "#probe", "", None).kms_context()
+        try:
+            made = self._kms.generate_data_key_without_plaintext(
+                KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=context)
+            self._kms.decrypt(CiphertextBlob=made["CiphertextBlob"], KeyId=made["KeyId"],
+                              EncryptionContext=context)
+        except ClientError:
+            return False
+        return True
 
     def seal(self, secrets: Mapping[str, str], binding: Binding) -> Sealed:
         from botocore.exceptions import ClientError
@@ -138,7 +149,7 @@ class EnvelopeCipher:
             # Our own key refused (our role, or the key disabled or pending deletion): the
             # operators' fault, not the blob's; no user should re-enter a secret for it.
             if code in KEY_STATE_CODES or (code == "AccessDeniedException"
-                                           and self._is_own_key(sealed.kid)):
+                                           and not self._role_can_decrypt()):
                 raise self._key_fault(code) from None
             # A damaged or foreign wrapped key names a key KMS cannot find, or one this caller
             # may not use (a key id written into the table that is not ours).

@@ -23,6 +23,8 @@ POLICIES: dict[str, dict[str, tuple[str, ...]]] = {
         "table/connections": ("GetItem", "PutItem", "UpdateItem", "DeleteItem",
                               "DescribeTable"),  # DescribeTable: GET /health
         "table/connections/index/owner-name-index": ("Query",),
+        # Counting a provider's connections before its base URL changes.
+        "table/connections/index/provider-index": ("Query",),
         "table/names": ("PutItem", "DeleteItem"),
         "table/dependents": ("Query", "PutItem", "DeleteItem", "BatchWriteItem"),
         "table/tests": ("Query", "PutItem"),
@@ -35,7 +37,10 @@ POLICIES: dict[str, dict[str, tuple[str, ...]]] = {
         "table/daily": ("Query",),
         # Powertools idempotency (Idempotency-Key on creates).
         "table/idempotency": ("GetItem", "PutItem", "UpdateItem", "DeleteItem"),
-        "key/secrets": ("GenerateDataKey", "Decrypt", "DescribeKey"),
+        # GenerateDataKeyWithoutPlaintext: after an AccessDenied, telling our role refused
+        # (an operator alarm) from a blob pointing at a key that is not ours.
+        "key/secrets": ("GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "Decrypt",
+                        "DescribeKey"),
         "topic/alerts": ("Publish", "Subscribe", "Unsubscribe"),
     },
     # The daily dispatcher: due connections of enabled providers into the work queue.
@@ -59,8 +64,8 @@ POLICIES: dict[str, dict[str, tuple[str, ...]]] = {
                         "BatchWriteItem"),
         # Who wants a digest.
         "table/subscriptions": ("Query",),
-        # DescribeKey: telling our own key refused (an operator alarm) from a foreign key id.
-        "key/secrets": ("Decrypt", "DescribeKey"),
+        # GenerateDataKeyWithoutPlaintext: see the API's.
+        "key/secrets": ("Decrypt", "GenerateDataKeyWithoutPlaintext"),
         "topic/alerts": ("Publish",),
         # Delayed retests of an open incident, and the run's digest message.
         "queue/work": ("SendMessage",),
@@ -101,7 +106,7 @@ def audit_allowed(function: str) -> frozenset[str]:
 # KMS operations that carry the encryption context; the key policy and the role policy both
 # require exactly the context keys the code sends (chalicelib.crypto.Binding.kms_context).
 KMS_CONTEXT_ACTIONS = frozenset({"GenerateDataKey", "Decrypt", "ReEncryptFrom", "ReEncryptTo",
-                                 "Encrypt"})
+                                 "Encrypt", "GenerateDataKeyWithoutPlaintext"})
 KMS_CONTEXT_KEYS = ("connection_id", "owner")
 
 

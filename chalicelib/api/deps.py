@@ -51,7 +51,8 @@ def services() -> Services:
     settings = get_settings()
     bind_models(settings)
     audit = AuditService(AuditRepository(), settings)
-    providers = ProviderService(ProviderRepository(), audit)
+    repo = ConnectionRepository()
+    providers = ProviderService(ProviderRepository(), audit, repo)
 
     def cipher() -> EnvelopeCipher:
         return EnvelopeCipher(aws.client("kms"), settings.kms_key_id)
@@ -69,7 +70,6 @@ def services() -> Services:
         p = providers.get_model(pid)
         return p.name if p else pid
 
-    repo = ConnectionRepository()
     connections = ConnectionService(repo, providers, audit, cipher, settings, url_check)
     idem = IdempotentRunner(settings.tables.idempotency, lambda: aws.client("dynamodb"))
     alerts = AlertService(sns, settings, provider_name)

@@ -41,7 +41,7 @@ def get_provider(ctx: Ctx, provider_id: str) -> Response:
 def replace_provider(ctx: Ctx, provider_id: str) -> Response:
     result = services().providers.replace(
         ctx.caller, provider_id, ctx.json(), parse_if_match(ctx.header("if-match")),
-        partial=ctx.request.method == "PATCH",
+        partial=ctx.request.method == "PATCH", force=ctx.flag("force"),
     )
     return _with_etag(result)
 

@@ -220,6 +220,17 @@ class ConnectionRepository:
             for dep in DependentModel.query(connection_id):
                 batch.delete(dep)
 
+    def count_by_provider(self, provider_id: str, *, own_base_url: bool | None = None) -> int:
+        """How many connections use ``provider_id``; ``own_base_url=False``: only those without
+        their own base URL (which follow the provider's)."""
+        cond = None
+        if own_base_url is False:
+            cond = (ConnectionModel.base_url.does_not_exist()
+                    | (ConnectionModel.base_url == ""))
+        elif own_base_url:
+            cond = ConnectionModel.base_url.exists() & (ConnectionModel.base_url != "")
+        return int(ConnectionModel.provider_index.count(provider_id, filter_condition=cond))
+
     def scan_ids(self) -> Iterator[str]:
         """Every connection id. A table scan: for operator tasks (rewrap), never a request."""
         for item in ConnectionModel.scan(attributes_to_get=["id"], page_size=500):

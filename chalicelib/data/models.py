@@ -57,6 +57,9 @@ class ProviderModel(_Base):
     version = NumberAttribute(default=1)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
+    # When base_url last changed: keys sealed before it in formats 1-2 (which bind only a
+    # connection's own base URL) are not sent to the new one.
+    base_url_changed_at = UnicodeAttribute(null=True)
 
 
 class OwnerNameIndex(GlobalSecondaryIndex["ConnectionModel"]):
@@ -66,6 +69,17 @@ class OwnerNameIndex(GlobalSecondaryIndex["ConnectionModel"]):
 
     owner = UnicodeAttribute(hash_key=True)
     name_key = UnicodeAttribute(range_key=True)
+
+
+class ProviderIndex(GlobalSecondaryIndex["ConnectionModel"]):
+    """The connections of a provider: counted before its base URL changes or it is deleted."""
+
+    class Meta:
+        index_name = "provider-index"
+        projection = IncludeProjection(["owner", "base_url"])
+
+    provider = UnicodeAttribute(hash_key=True)
+    id = UnicodeAttribute(range_key=True)
 
 
 class DueIndex(GlobalSecondaryIndex["ConnectionModel"]):
@@ -154,6 +168,7 @@ class ConnectionModel(_Base):
 
     owner_index = OwnerNameIndex()
     due_index = DueIndex()
+    provider_index = ProviderIndex()
 
 
 class NameLockModel(_Base):

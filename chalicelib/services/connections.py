@@ -31,6 +31,7 @@ from chalicelib.errors import (
     InvalidInput,
     NotFound,
     PreconditionFailed,
+    SealBroken,
     Unprocessable,
 )
 from chalicelib.observability import secrets as secret_registry
@@ -136,6 +137,19 @@ def looks_masked(value: str) -> bool:
     return "\u2022" in value or value.startswith("****")
 
 
+def endpoint_of(base_url: str | None, provider: Any) -> str:
+    """Where a connection's key is sent: its own base URL, else its provider's (as a test's
+    or an invoke's target computes it)."""
+    return (base_url or getattr(provider, "base_url", None) or "").rstrip("/")
+
+
+def binding_for(owner: str, cid: str, provider: Any, base_url: str | None,
+                credential: str = DEFAULT_SET, *, provider_id: str | None = None) -> Binding:
+    """What a connection's sealed secret is bound to (see ``chalicelib.crypto``)."""
+    pid = provider_id or getattr(provider, "id", None) or ""
+    return Binding(owner, cid, pid, base_url, credential, endpoint_of(base_url, provider))
+
+
 class ConnectionService:
     def __init__(
         self,
@@ -194,7 +208,7 @@ class ConnectionService:
         cid = new_id("conn")
         owner = caller.user_id
         sealed = self._cipher_factory().seal(
-            secret_values, Binding(owner, cid, provider.id, base_url)
+            secret_values, binding_for(owner, cid, provider, base_url)
         )
         item = ConnectionModel(
             id=cid, owner=owner, name=data.name.strip(), name_key=name_key(data.name),
@@ -304,7 +318,8 @@ class ConnectionService:
                                    field=f"credentials.{missing[0]}")
             # Only the named secrets change: stored ones not named are kept (one decrypt).
             untouched = set(item.secret_fields or {}) - given_secrets - removed
-            keep = self.open_secrets(item) if untouched and item.sealed is not None else {}
+            keep = (self.open_secrets(item, provider) if untouched and item.sealed is not None
+                    else {})
         if creds or endpoint_changed or removed:
             public_base = {} if provider_changed else dict(item.credentials_public or {})
             merged_public, new_secrets = self._check_credentials(
@@ -319,8 +334,8 @@ class ConnectionService:
                                  if k in secret_names and k not in removed}
                 secret_values.update(new_secrets)
                 sealed = self._cipher_factory().seal(
-                    secret_values, Binding(item.owner, item.id, provider.id, base_url,
-                                           credential=item.credential_name or DEFAULT_SET))
+                    secret_values, binding_for(item.owner, item.id, provider, base_url,
+                                               item.credential_name or DEFAULT_SET))
                 actions += [
                     M.sealed.set(_to_attr(sealed)),
                     # A new secret for the primary set: its "failed for auth" mark goes.
@@ -527,17 +542,31 @@ class ConnectionService:
 
     # secrets ------------------------------------------------------------------------
 
-    def open_secrets(self, item: ConnectionModel) -> dict[str, str]:
-        """Decrypt the connection's secret fields (a KMS call); registers them for redaction."""
+    def open_secrets(self, item: ConnectionModel, provider: Any = None) -> dict[str, str]:
+        """Decrypt the primary set's secret fields (a KMS call); registers them for redaction.
+        ``provider``: the catalogue entry when the caller has it (else it is read)."""
         if item.sealed is None:
             raise Unprocessable("this connection has no credentials yet; supply them first",
                                 field="credentials", code="needs_credentials")
-        s = item.sealed
-        sealed = Sealed(int(s.v), s.kid, bytes(s.wdk), bytes(s.nonce), bytes(s.ct))
+        return self.open_sealed(item, provider, item.credential_name or DEFAULT_SET,
+                                item.sealed, item.credentials_updated_at)
+
+    def open_sealed(self, item: ConnectionModel, provider: Any, name: str,
+                    z: SealedAttribute, sealed_at: str | None) -> dict[str, str]:
+        """The one place a stored secret is opened, for any credential set."""
+        if provider is None:
+            provider = self._providers.get_model(item.provider)
+        if (int(z.v) < 3 and not item.base_url and provider is not None
+                and provider.base_url_changed_at
+                and (sealed_at or "") < provider.base_url_changed_at):
+            # Formats 1-2 do not bind the provider's URL: refuse them by date instead.
+            raise SealBroken(
+                "the provider's base URL changed after this key was stored; enter the secret "
+                "again to use it with the new address")
         values = self._cipher_factory().open(
-            sealed, Binding(item.owner, item.id, item.provider, item.base_url,
-                            credential=item.credential_name or DEFAULT_SET)
-        )
+            Sealed(int(z.v), z.kid, bytes(z.wdk), bytes(z.nonce), bytes(z.ct)),
+            binding_for(item.owner, item.id, provider, item.base_url, name,
+                        provider_id=item.provider))
         secret_registry.add(*values.values())
         return values
 
@@ -572,7 +601,7 @@ class ConnectionService:
             existing_public={} if provider_changed else dict(item.credentials_public or {}))
         required = [f["name"] for f in provider.credential_fields if f.get("required")]
         if not endpoint_changed and item.sealed is not None:
-            secrets = {**self.open_secrets(item), **secrets}
+            secrets = {**self.open_secrets(item, provider), **secrets}
         missing = [n for n in required if n not in secrets and n not in public]
         if missing:
             why = ("changing provider or base_url requires the secret again"

@@ -23,15 +23,14 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from chalicelib.crypto import DEFAULT_SET, Binding, Sealed
+from chalicelib.crypto import DEFAULT_SET
 from chalicelib.data.connections_repo import ConnectionRepository, VersionConflict
 from chalicelib.data.models import ConnectionModel, CredentialSetAttribute, SealedAttribute
 from chalicelib.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unprocessable
 from chalicelib.observability import logger
-from chalicelib.observability import secrets as secret_registry
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, parse_iso, utcnow
-from chalicelib.services.connections import MASK, ConnectionService, _hint
+from chalicelib.services.connections import MASK, ConnectionService, _hint, binding_for
 from chalicelib.services.testing import TestingService, TestOptions
 from chalicelib.services.validation import Strict, parse
 from chalicelib.settings import Settings
@@ -151,17 +150,13 @@ class CredentialSetService:
                 "order": [s.name for s in sets], "max_sets": MAX_SETS,
                 "needs_credentials": not sets, "version": int(item.version)}
 
-    def open(self, item: ConnectionModel, s: CredentialSet) -> dict[str, str]:
+    def open(self, item: ConnectionModel, s: CredentialSet,
+             provider: Any = None) -> dict[str, str]:
         """Decrypt one set (a KMS call); registers the values for redaction."""
         if s.sealed is None:
             raise Unprocessable(f"credential set {s.name!r} has no secret",
                                 field="credentials", code="needs_credentials")
-        z = s.sealed
-        values = self._cipher_factory().open(
-            Sealed(int(z.v), z.kid, bytes(z.wdk), bytes(z.nonce), bytes(z.ct)),
-            Binding(item.owner, item.id, item.provider, item.base_url, credential=s.name))
-        secret_registry.add(*values.values())
-        return values
+        return self._connections.open_sealed(item, provider, s.name, s.sealed, s.created_at)
 
     def find(self, item: ConnectionModel, name: str) -> CredentialSet:
         for s in sets_of(item):
@@ -186,7 +181,7 @@ class CredentialSetService:
         if not provider.enabled:
             result = self._testing.disabled_outcome(item.provider)
         else:
-            secrets = self.open(item, chosen)
+            secrets = self.open(item, chosen, provider)
             target = self._testing.target(
                 provider, base_url=item.base_url,
                 credentials={**(item.credentials_public or {}), **secrets},
@@ -234,8 +229,7 @@ class CredentialSetService:
                     raise InvalidInput(f"credentials.{f['name']} is required",
                                        field=f"credentials.{f['name']}")
             sealed = self._cipher_factory().seal(
-                secrets, Binding(item.owner, item.id, item.provider, item.base_url,
-                                 credential=name))
+                secrets, binding_for(item.owner, item.id, provider, item.base_url, name))
             new = CredentialSet(
                 name=name, secret_fields={k: _hint(v) for k, v in secrets.items()},
                 sealed=SealedAttribute(v=sealed.v, kid=sealed.kid, wdk=sealed.wdk,

@@ -259,7 +259,8 @@ class DailyRun:
         out: dict[str, dict[str, Any]] = {}
         for cs in sets_of(item)[1:]:
             try:
-                secrets = await asyncio.to_thread(self._sets.open, item, cs)
+                secrets = await asyncio.to_thread(self._sets.open, item, cs,
+                                                  prepared.provider)
             except SealBroken as exc:
                 out[cs.name] = set_result(failed_outcome("invalid_api_key", exc.message))
                 continue

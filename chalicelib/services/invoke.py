@@ -34,7 +34,7 @@ from chalicelib.observability import logger
 from chalicelib.providers.base import TestWarning
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, utcnow
-from chalicelib.services.connections import ConnectionService
+from chalicelib.services.connections import ConnectionService, endpoint_of
 from chalicelib.services.credential_sets import (
     AUTH_CODES,
     FAILOVER_CODES,
@@ -189,15 +189,17 @@ class InvokeService:
         self._provider_cache.put((provider_id,), provider or False)
         return provider
 
-    def _secrets(self, item: ConnectionModel, cs: CredentialSet) -> dict[str, str]:
+    def _secrets(self, item: ConnectionModel, cs: CredentialSet,
+                 provider: ProviderModel) -> dict[str, str]:
         # Keyed on everything the blob is bound to and on the blob itself: an edited owner,
         # provider or base URL, or a replaced or revoked blob, is a miss (a real decrypt,
         # which the binding then refuses or the missing blob never reaches).
-        key = (item.id, cs.name, cs.digest(), item.owner, item.provider, item.base_url or "")
+        key = (item.id, cs.name, cs.digest(), item.owner, item.provider, item.base_url or "",
+               endpoint_of(item.base_url, provider), provider.base_url_changed_at or "")
         cached = self.secrets.get(key)
         if cached is not None:
             return dict(cached)
-        values = self._sets.open(item, cs)
+        values = self._sets.open(item, cs, provider)
         if self._settings.invoke_cache_seconds > 0:
             self.secrets.put(key, dict(values))
         return values
@@ -246,9 +248,10 @@ class InvokeService:
         tried: list[str] = []
         for index, cs in enumerate(order):
             remaining = budget - (time.monotonic() - started)
+            secrets = self._secrets(item, cs, provider)
             target = dataclasses.replace(self._testing.target(
                 provider, base_url=item.base_url,
-                credentials={**(item.credentials_public or {}), **self._secrets(item, cs)},
+                credentials={**(item.credentials_public or {}), **secrets},
                 default_model=model, settings=conn_settings),
                 timeout_seconds=max(0.1, remaining),
                 final_codes=FAILOVER_CODES if index + 1 < len(order) else frozenset())

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from chalicelib.data.connections_repo import ConnectionRepository
 from chalicelib.data.models import ProviderModel
 from chalicelib.data.paging import BadCursor, Page
 from chalicelib.data.providers_repo import ProviderExists, ProviderRepository, StaleProvider
@@ -95,10 +96,22 @@ class ProviderCreate(ProviderBody):
     id: Slug
 
 
+def same_url(a: str | None, b: str | None) -> bool:
+    return (a or "").rstrip("/") == (b or "").rstrip("/")
+
+
 class ProviderService:
-    def __init__(self, repo: ProviderRepository, audit: AuditService) -> None:
+    def __init__(self, repo: ProviderRepository, audit: AuditService,
+                 connections: ConnectionRepository | None = None) -> None:
         self._repo = repo
         self._audit = audit
+        self._connections = connections
+
+    def _followers(self, provider_id: str) -> int:
+        """How many connections follow a provider's base URL (they have none of their own)."""
+        if self._connections is None:
+            return 0
+        return self._connections.count_by_provider(provider_id, own_base_url=False)
 
     def get_model(self, provider_id: str) -> ProviderModel | None:
         return self._repo.get(provider_id)
@@ -134,7 +147,7 @@ class ProviderService:
         return to_view(item)
 
     def replace(self, caller: Caller, provider_id: str, body: dict[str, Any],
-                if_match: int | None, *, partial: bool) -> dict[str, Any]:
+                if_match: int | None, *, partial: bool, force: bool = False) -> dict[str, Any]:
         _admin(caller)
         current = self._repo.get(provider_id)
         if current is None:
@@ -146,14 +159,31 @@ class ProviderService:
         body = {k: v for k, v in body.items() if k != "id"}
         merged = {**_to_body(current), **body} if partial else body
         data = parse(ProviderBody, merged)
+        now = iso(utcnow())
         item = _to_model(provider_id, data, version=int(current.version) + 1,
-                         created_at=current.created_at, updated_at=iso(utcnow()))
+                         created_at=current.created_at, updated_at=now)
+        item.base_url_changed_at = current.base_url_changed_at
+        detail: dict[str, Any] | None = None
+        if not same_url(current.base_url, data.base_url):
+            # Keys stored for connections that follow this URL were entered for the old host.
+            # They are never sent to the new one: their binding names the old endpoint (and
+            # older blobs are refused by base_url_changed_at), so owners enter them again.
+            affected = self._followers(provider_id)
+            if affected and not force:
+                raise Conflict(
+                    f"{affected} connection(s) use this provider's base URL; their stored keys "
+                    "will not be sent to a new one and their owners will have to enter them "
+                    "again. Repeat with ?force=true to change it.",
+                    field="base_url", code="provider_in_use",
+                    details={"connections_affected": affected})
+            item.base_url_changed_at = now
+            detail = {"base_url_changed": True, "connections_affected": affected}
         try:
             self._repo.replace(item, int(current.version))
         except StaleProvider:
             raise PreconditionFailed("the provider changed since you read it") from None
         self._audit.record(caller, "provider.update", f"provider:{provider_id}",
-                           changed_fields=sorted(body))
+                           changed_fields=sorted(body), detail=detail)
         return to_view(item)
 
     def delete(self, caller: Caller, provider_id: str, if_match: int | None) -> None:

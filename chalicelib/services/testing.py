@@ -122,7 +122,7 @@ class TestingService:
                     else self._providers.get_model(item.provider))
         if provider is None or not provider.enabled:
             return Prepared(item, provider, None)
-        secrets = self._connections.open_secrets(item)
+        secrets = self._connections.open_secrets(item, provider)
         creds = {**(item.credentials_public or {}), **secrets}
         target = self.target(provider, base_url=item.base_url, credentials=creds,
                              default_model=item.default_model, settings=item.settings or {})

@@ -33,15 +33,18 @@ pytestmark = pytest.mark.integration
 
 
 @contextlib.contextmanager
-def kms_refuses(code: str, operations: tuple[str, ...] = ("Decrypt",)) -> Iterator[list[str]]:
-    """KMS answers ``code`` to ``operations`` while inside; yields the operations refused."""
+def kms_refuses(code: str, operations: tuple[str, ...] = ("Decrypt",),
+                key_id: str | None = None) -> Iterator[list[str]]:
+    """KMS answers ``code`` to ``operations`` (naming ``key_id``, if given) while inside;
+    yields the operations refused."""
     from chalicelib.data import aws
 
     refused: list[str] = []
 
     def refuse(request: Any, event_name: str, **_: Any) -> AWSResponse | None:
         op = event_name.rsplit(".", 1)[-1]
-        if op not in operations:
+        if op not in operations or (
+                key_id is not None and json.loads(request.body or b"{}").get("KeyId") != key_id):
             return None
         refused.append(op)
         body = json.dumps({"__type": code, "message": f"{code} (injected)"}).encode()
@@ -91,9 +94,9 @@ def test_our_key_refused_is_a_503_for_test_and_invoke_and_the_connection_is_unto
 def test_access_denied_for_a_key_id_that_is_not_ours_is_still_a_tampered_blob(api, fake_provider):
     cid, _ = create(api, fake_provider)
     # A table writer points the blob at a key in another account
-    set_raw(cid, "SET sealed.kid = :k",
-            {":k": {"S": "arn:aws:kms:us-east-1:999999999999:key/1234abcd-0000-0000-0000-0000"}})
-    with kms_refuses("AccessDeniedException") as refused:
+    foreign = "arn:aws:kms:us-east-1:999999999999:key/1234abcd-0000-0000-0000-0000"
+    set_raw(cid, "SET sealed.kid = :k", {":k": {"S": foreign}})
+    with kms_refuses("AccessDeniedException", key_id=foreign) as refused:
         resp = invoke(api, cid)
     assert refused
     assert resp.status_code == 409 and resp.data["error"]["code"] == "credentials_unreadable"

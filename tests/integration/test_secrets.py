@@ -303,7 +303,7 @@ def test_unknown_format_version_fails_before_any_kms_call(api):
     from chalicelib.errors import SealBroken
 
     cid = _bedrock(api)
-    set_raw(cid, "SET sealed.v = :v", {":v": {"N": "3"}})
+    set_raw(cid, "SET sealed.v = :v", {":v": {"N": "4"}})
     with count_aws_calls() as calls, pytest.raises(SealBroken, match="format version"):
         _open(cid)
     assert calls.of("kms") == {}

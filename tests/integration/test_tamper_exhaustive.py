@@ -63,7 +63,7 @@ def _item(owner: str, cid: str, provider: str, base_url: str | None, v: int, kid
           p: Parts) -> Any:
     # What open_secrets reads of a ConnectionModel, nothing more.
     return SimpleNamespace(owner=owner, id=cid, provider=provider, base_url=base_url,
-                           credential_name=None,
+                           credential_name=None, credentials_updated_at=None,
                            sealed=SimpleNamespace(v=v, kid=kid, wdk=p.wdk, nonce=p.nonce,
                                                   ct=p.ct()))
 

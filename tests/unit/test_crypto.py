@@ -34,6 +34,7 @@ class FakeKms:
         self.masters = {KEY_ID: os.urandom(32), OTHER_KEY: os.urandom(32)}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail_with: str | None = None
+        self.fail_only_for: str | None = None  # a key id: only its Decrypts fail
 
     def _ctx(self, context: dict[str, str]) -> bytes:
         return json.dumps(context, sort_keys=True).encode()
@@ -50,7 +51,7 @@ class FakeKms:
     def decrypt(self, *, CiphertextBlob: bytes, KeyId: str,
                 EncryptionContext: dict[str, str]) -> dict[str, Any]:
         self.calls.append(("Decrypt", {"KeyId": KeyId, "EncryptionContext": EncryptionContext}))
-        if self.fail_with:
+        if self.fail_with and self.fail_only_for in (None, KeyId):
             raise _error(self.fail_with, "Decrypt")
         blob_key = CiphertextBlob[:96].rstrip().decode(errors="replace")
         if blob_key not in self.masters:
@@ -64,6 +65,10 @@ class FakeKms:
         except Exception:
             raise _error("InvalidCiphertextException", "Decrypt") from None
         return {"KeyId": blob_key, "Plaintext": key}
+
+    def generate_data_key_without_plaintext(self, **kwargs: Any) -> dict[str, Any]:
+        made = self.generate_data_key(**kwargs)
+        return {"KeyId": made["KeyId"], "CiphertextBlob": made["CiphertextBlob"]}
 
     def re_encrypt(self, *, CiphertextBlob: bytes, SourceKeyId: str,
                    SourceEncryptionContext: dict[str, str], DestinationKeyId: str,
@@ -167,7 +172,7 @@ def test_swapped_blobs_do_not_open(cipher):
             cipher.open(swapped, BINDING)
 
 
-@pytest.mark.parametrize("version", [0, 3, 99])
+@pytest.mark.parametrize("version", [0, 4, 99])
 def test_unknown_format_version_is_refused_before_kms(cipher, sealed, kms, version):
     kms.calls.clear()
     with pytest.raises(SealBroken, match="format version"):
@@ -189,12 +194,31 @@ def test_a_wrapped_key_for_another_master_key_is_refused(cipher, sealed, kms):
 
 
 @pytest.mark.parametrize("code", ["InvalidCiphertextException", "IncorrectKeyException",
-                                  "NotFoundException", "AccessDeniedException"])
+                                  "NotFoundException"])
 def test_kms_refusals_become_seal_broken(cipher, sealed, kms, code):
     kms.fail_with = code
     with pytest.raises(SealBroken) as err:
         cipher.open(sealed, BINDING)
     assert err.value.code == "credentials_unreadable"
+
+
+def test_access_denied_on_a_key_id_that_is_not_ours_is_a_tampered_blob(cipher, sealed, kms):
+    foreign = "arn:aws:kms:us-east-1:999999999999:key/not-ours"
+    kms.fail_with, kms.fail_only_for = "AccessDeniedException", foreign
+    with pytest.raises(SealBroken):
+        cipher.open(_with(sealed, kid=foreign), BINDING)
+
+
+@pytest.mark.parametrize("code", ["AccessDeniedException", "DisabledException",
+                                  "KMSInvalidStateException"])
+def test_our_own_key_refused_is_an_operator_fault_not_the_users(cipher, sealed, kms, code):
+    from chalicelib.errors import KeyServiceFault
+
+    kms.fail_with = code
+    with pytest.raises(KeyServiceFault) as err:
+        cipher.open(sealed, BINDING)
+    assert err.value.code == "key_service_unavailable"
+    assert "enter" not in err.value.message
 
 
 @pytest.mark.parametrize("code", ["ThrottlingException", "KMSInternalException",
