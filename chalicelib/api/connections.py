@@ -25,6 +25,7 @@ def create_connection(ctx: Ctx) -> Response:
         result = svc.idempotency.run(
             "connection.create", ctx.caller.user_id, key, body,
             lambda b: svc.connections.create(ctx.caller, b),
+            validate=svc.connections.idempotency_fingerprint(body),
         )
     else:
         result = svc.connections.create(ctx.caller, body)

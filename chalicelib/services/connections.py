@@ -201,6 +201,22 @@ class ConnectionService:
 
     # create -------------------------------------------------------------------------
 
+    def idempotency_fingerprint(self, body: Any) -> Any:
+        """A create body as an ``Idempotency-Key`` replay is compared with: each secret value
+        replaced by its length and the last characters its mask shows anyway (all credential
+        values, if the provider is unknown). A retry with the same key and body matches; one
+        with another secret almost always does not; and nothing stored helps guess a key."""
+        if not isinstance(body, dict) or not isinstance(body.get("credentials"), dict):
+            return body
+        pid = body.get("provider")
+        provider = self._providers.get_model(pid) if isinstance(pid, str) and pid else None
+        secret = ({f["name"] for f in provider.credential_fields if f["secret"]}
+                  if provider is not None else None)
+        creds = {k: (f"secret:{len(v)}:{_hint(v)}" if isinstance(v, str) else "secret:?")
+                 if secret is None or k in secret else v
+                 for k, v in body["credentials"].items()}
+        return {**body, "credentials": creds}
+
     def create(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
         data = parse(ConnectionCreate, body)
         provider, base_url, public, secret_values, conn_settings = self.prepare_config(data)

@@ -1,7 +1,10 @@
 """``Idempotency-Key`` for creates, with Powertools idempotency, scoped to the caller.
 
-The key is hashed with the caller's id, and the request body is validated against the first
-use: the same key with another body is a conflict, never a second resource.
+The key is hashed with the caller's id, and the request is validated against the first use:
+the same key with another body is a conflict, never a second resource. What is validated is
+the caller's ``validate`` document, never the raw body: Powertools keeps an unsalted SHA-256
+of it for 24 hours, and a hash of a body holding a key would let anyone who can read the
+table test guesses of that key offline (see ``ConnectionService.idempotency_fingerprint``).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class IdempotentRunner:
             )
             self._config = IdempotencyConfig(
                 event_key_jmespath="[scope, owner, key]",
-                payload_validation_jmespath="body",
+                payload_validation_jmespath="validate",
                 raise_on_no_idempotency_key=True,
                 expires_after_seconds=24 * 3600,
                 hash_function="sha256",
@@ -52,9 +55,10 @@ class IdempotentRunner:
             self._config.register_lambda_context(_RequestBudget())
 
     def run(self, scope: str, owner: str, key: str, body: dict[str, Any],
-            fn: Callable[[dict[str, Any]], dict[str, Any]], *, wait_seconds: float = 10.0
-            ) -> dict[str, Any]:
-        """Run ``fn(body)`` once per (scope, owner, key); replays return the first result."""
+            fn: Callable[[dict[str, Any]], dict[str, Any]], *, validate: Any,
+            wait_seconds: float = 10.0) -> dict[str, Any]:
+        """Run ``fn(body)`` once per (scope, owner, key); replays return the first result.
+        ``validate``: what a replay must match, without secrets (it is hashed and stored)."""
         from aws_lambda_powertools.utilities.idempotency import idempotent_function
         from aws_lambda_powertools.utilities.idempotency.exceptions import (
             IdempotencyAlreadyInProgressError,
@@ -75,7 +79,8 @@ class IdempotentRunner:
         delay = 0.05
         while True:
             try:
-                return once(request={"scope": scope, "owner": owner, "key": key, "body": body})
+                return once(request={"scope": scope, "owner": owner, "key": key, "body": body,
+                                     "validate": validate})
             except IdempotencyValidationError:
                 raise Conflict("this Idempotency-Key was used with a different request body",
                                field="Idempotency-Key", code="idempotency_key_reused") from None

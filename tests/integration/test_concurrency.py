@@ -56,7 +56,8 @@ def svc(api: Any) -> Any:
     svc = services()
     warm = caller(unique("warm-"))
     created = svc.idempotency.run("connection.create", warm.user_id, "warm", openai_body(),
-                                  lambda b: svc.connections.create(warm, b))
+                                  lambda b: svc.connections.create(warm, b),
+                                  validate=svc.connections.idempotency_fingerprint(openai_body()))
     svc.connections.update(warm, created["id"], {"description": "warm"}, None)
     return svc
 
@@ -127,7 +128,8 @@ def test_one_idempotency_key_makes_one_connection(api, svc):
 
     def create() -> dict[str, Any]:
         return svc.idempotency.run("connection.create", who.user_id, key, body,
-                                   lambda b: svc.connections.create(who, b))
+                                   lambda b: svc.connections.create(who, b),
+                                   validate=svc.connections.idempotency_fingerprint(body))
 
     results = _race([create] * N)
     assert [status for status, _ in results] == [200] * N, results
@@ -157,7 +159,8 @@ def test_one_idempotency_key_with_different_bodies_at_once_never_makes_two(api, 
     def create(i: int) -> dict[str, Any]:
         body = openai_body(f"body {i % 2}")
         return svc.idempotency.run("connection.create", who.user_id, key, body,
-                                   lambda b: svc.connections.create(who, b))
+                                   lambda b: svc.connections.create(who, b),
+                                   validate=svc.connections.idempotency_fingerprint(body))
 
     results = _race([(lambda i=i: create(i)) for i in range(N)])
     statuses = Counter(status for status, _ in results)
@@ -229,7 +232,8 @@ def test_a_crashed_create_holds_its_idempotency_key_for_the_request_only(api, sv
         raise _Crash
 
     with pytest.raises(_Crash):
-        svc.idempotency.run("connection.create", who.user_id, key, body, crash)
+        svc.idempotency.run("connection.create", who.user_id, key, body, crash,
+                            validate=svc.connections.idempotency_fingerprint(body))
     digest = hashlib.sha256(json.dumps(["connection.create", who.user_id, key],
                                        sort_keys=True).encode()).hexdigest()
     found = ddb().scan(TableName=table("idempotency"), ConsistentRead=True,
@@ -243,7 +247,8 @@ def test_a_crashed_create_holds_its_idempotency_key_for_the_request_only(api, sv
 
     with pytest.raises(Exception) as busy:
         svc.idempotency.run("connection.create", who.user_id, key, body,
-                            lambda b: svc.connections.create(who, b), wait_seconds=0.2)
+                            lambda b: svc.connections.create(who, b), wait_seconds=0.2,
+                            validate=svc.connections.idempotency_fingerprint(body))
     assert getattr(busy.value, "code", None) == "in_progress"
 
     # Once the request's time is up (moved into the past here), a retry runs anew.
@@ -251,5 +256,6 @@ def test_a_crashed_create_holds_its_idempotency_key_for_the_request_only(api, sv
                       UpdateExpression="SET in_progress_expiration = :t",
                       ExpressionAttributeValues={":t": {"N": str(int(now_ms) - 1000)}})
     made = svc.idempotency.run("connection.create", who.user_id, key, body,
-                               lambda b: svc.connections.create(who, b))
+                               lambda b: svc.connections.create(who, b),
+                               validate=svc.connections.idempotency_fingerprint(body))
     assert [c["id"] for c in api.get("/connections").data["items"]] == [made["id"]]
