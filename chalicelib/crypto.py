@@ -3,8 +3,9 @@
 A sealed record holds: format version, KMS key id, wrapped data key, nonce, ciphertext (with
 its GCM tag). The associated data binds version, owner, connection id, provider, base URL,
 (format 2) the credential set's name and (format 3) the *effective* endpoint: the connection's
-own base URL or, without one, the provider's at seal time. So a blob moved to another
-connection or set, a base URL or provider edited in the table, or the catalogue's base URL
+own base URL or, without one, the provider's at seal time, and the seal time the item
+records for the set. So a blob moved to another connection or set, an older blob of the same
+set written back, a base URL or provider edited in the table, or the catalogue's base URL
 changed under a connection, no longer opens: a key is never sent to a host its owner did not
 enter it for. Format 1 blobs (before named sets) open only as the set ``primary``; formats 1
 and 2 bind only the connection's own base URL (the provider service refuses their keys after
@@ -42,6 +43,9 @@ class Binding:
     credential: str = DEFAULT_SET
     # Where the key is sent: the connection's own base URL, else the provider's (format 3).
     endpoint: str = ""
+    # When this set's secret was sealed, as the connection records it (format 3): an older
+    # blob of the same set written back alone into the table no longer opens.
+    sealed_at: str = ""
 
     def aad(self, version: int) -> bytes:
         bound: dict[str, Any] = {
@@ -55,6 +59,7 @@ class Binding:
             bound["cred"] = self.credential
         if version >= 3:
             bound["endpoint"] = self.endpoint
+            bound["at"] = self.sealed_at
         elif self.credential != DEFAULT_SET:
             raise SealBroken("stored credentials do not match this credential set")
         return json.dumps(bound, sort_keys=True, separators=(",", ":")).encode()

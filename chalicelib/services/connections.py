@@ -144,10 +144,13 @@ def endpoint_of(base_url: str | None, provider: Any) -> str:
 
 
 def binding_for(owner: str, cid: str, provider: Any, base_url: str | None,
-                credential: str = DEFAULT_SET, *, provider_id: str | None = None) -> Binding:
-    """What a connection's sealed secret is bound to (see ``chalicelib.crypto``)."""
+                credential: str = DEFAULT_SET, *, sealed_at: str | None,
+                provider_id: str | None = None) -> Binding:
+    """What a connection's sealed secret is bound to (see ``chalicelib.crypto``);
+    ``sealed_at``: the set's timestamp as the item stores it next to the blob."""
     pid = provider_id or getattr(provider, "id", None) or ""
-    return Binding(owner, cid, pid, base_url, credential, endpoint_of(base_url, provider))
+    return Binding(owner, cid, pid, base_url, credential, endpoint_of(base_url, provider),
+                   sealed_at or "")
 
 
 class ConnectionService:
@@ -224,7 +227,7 @@ class ConnectionService:
         cid = new_id("conn")
         owner = caller.user_id
         sealed = self._cipher_factory().seal(
-            secret_values, binding_for(owner, cid, provider, base_url)
+            secret_values, binding_for(owner, cid, provider, base_url, sealed_at=iso(now))
         )
         item = ConnectionModel(
             id=cid, owner=owner, name=data.name.strip(), name_key=name_key(data.name),
@@ -351,7 +354,8 @@ class ConnectionService:
                 secret_values.update(new_secrets)
                 sealed = self._cipher_factory().seal(
                     secret_values, binding_for(item.owner, item.id, provider, base_url,
-                                               item.credential_name or DEFAULT_SET))
+                                               item.credential_name or DEFAULT_SET,
+                                               sealed_at=iso(now)))
                 actions += [
                     M.sealed.set(_to_attr(sealed)),
                     # A new secret for the primary set: its "failed for auth" mark goes.
@@ -582,7 +586,7 @@ class ConnectionService:
         values = self._cipher_factory().open(
             Sealed(int(z.v), z.kid, bytes(z.wdk), bytes(z.nonce), bytes(z.ct)),
             binding_for(item.owner, item.id, provider, item.base_url, name,
-                        provider_id=item.provider))
+                        sealed_at=sealed_at, provider_id=item.provider))
         secret_registry.add(*values.values())
         return values
 

@@ -228,13 +228,15 @@ class CredentialSetService:
                 if f["secret"] and f.get("required") and f["name"] not in secrets:
                     raise InvalidInput(f"credentials.{f['name']} is required",
                                        field=f"credentials.{f['name']}")
+            stamp = iso(utcnow())
             sealed = self._cipher_factory().seal(
-                secrets, binding_for(item.owner, item.id, provider, item.base_url, name))
+                secrets, binding_for(item.owner, item.id, provider, item.base_url, name,
+                                     sealed_at=stamp))
             new = CredentialSet(
                 name=name, secret_fields={k: _hint(v) for k, v in secrets.items()},
                 sealed=SealedAttribute(v=sealed.v, kid=sealed.kid, wdk=sealed.wdk,
                                        nonce=sealed.nonce, ct=sealed.ct),
-                created_at=iso(utcnow()), last_test=None, auth_failed_at=None)
+                created_at=stamp, last_test=None, auth_failed_at=None)
             return [*sets, new], {"name": name, "position": len(sets) + 1}
 
         return self._write(caller, connection_id, if_match, "connection.credentials.add", change)

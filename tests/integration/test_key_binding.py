@@ -196,3 +196,49 @@ def test_connections_with_their_own_base_url_are_not_counted_nor_affected(api, f
     assert admin.patch(f"/providers/{pid}",
                        {"base_url": f"{fake_provider.base_url}/x/v1"}).status_code == 200
     assert api.post(f"/connections/{own.data['id']}/test", {}).status_code == 200
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+def test_an_older_blob_of_the_same_connection_written_back_does_not_open(api, fake_provider):
+    from tests.support.builders import raw_connection
+
+    cid, old_key = create(api, fake_provider)
+    old_blob = raw_connection(cid)["sealed"]
+    # The owner rotates the key (e.g. the old one leaked and was revoked at the provider)
+    new_key = fake_key("openai")
+    assert api.patch(f"/connections/{cid}", {"credentials": {"api_key": new_key}}).status_code \
+        == 200
+    assert invoke(api, cid).status_code == 200  # warm, with the new key
+    since = last_seq(fake_provider)
+    # A table writer restores the older blob alone
+    set_raw(cid, "SET sealed = :z", {":z": old_blob})
+    resp = invoke(api, cid)
+    assert resp.status_code == 409, resp.data
+    assert resp.data["error"]["code"] == "credentials_unreadable"
+    tested = api.post(f"/connections/{cid}/test", {})
+    assert tested.status_code == 409
+    assert sent(fake_provider, old_key, since) == []
+
+
+def test_an_older_blob_of_a_set_written_back_does_not_open(api, fake_provider):
+    from tests.support.builders import raw_connection
+
+    cid, _ = create(api, fake_provider)
+    first = fake_key("openai")
+    assert api.post(f"/connections/{cid}/credentials",
+                    {"name": "next", "credentials": {"api_key": first}}).status_code == 201
+    old_blob = raw_connection(cid)["credential_sets"]["L"][0]["M"]["sealed"]
+    etag = api.get(f"/connections/{cid}").headers["ETag"]
+    # Replaced by a newer key under the same name
+    assert api.delete(f"/connections/{cid}/credentials/next",
+                      headers={"If-Match": etag}).status_code == 200
+    assert api.post(f"/connections/{cid}/credentials",
+                    {"name": "next", "credentials": {"api_key": fake_key("openai")}}
+                    ).status_code == 201
+    since = last_seq(fake_provider)
+    set_raw(cid, "SET credential_sets[0].sealed = :z", {":z": old_blob})
+    resp = api.post(f"/connections/{cid}/credentials/next/test", {})
+    assert resp.status_code == 409, resp.data
+    assert sent(fake_provider, first, since) == []
