@@ -11,6 +11,7 @@ test_secrets.py), so hundreds of cases take seconds.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -59,11 +60,17 @@ def _variants(p: Parts) -> list[tuple[str, Parts]]:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _sealed_at(cid: str) -> str:
+    return str(raw_connection(cid)["credentials_updated_at"]["S"])
+
+
 def _item(owner: str, cid: str, provider: str, base_url: str | None, v: int, kid: str,
           p: Parts) -> Any:
-    # What open_secrets reads of a ConnectionModel, nothing more.
+    # What open_secrets reads of a ConnectionModel, nothing more (the seal time is bound).
+    at = _sealed_at(cid)
     return SimpleNamespace(owner=owner, id=cid, provider=provider, base_url=base_url,
-                           credential_name=None, credentials_updated_at=None,
+                           credential_name=None, credentials_updated_at=at,
                            sealed=SimpleNamespace(v=v, kid=kid, wdk=p.wdk, nonce=p.nonce,
                                                   ct=p.ct()))
 
