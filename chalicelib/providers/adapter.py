@@ -168,21 +168,46 @@ def unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+# What a model listing may keep: it is stored on the connection and in each history item
+# (DynamoDB items stop at 400 KB) and a hostile provider chooses its size.
+MAX_MODELS = 1000
+MAX_MODEL_ID_CHARS = 200
+MAX_MODELS_CHARS = 64 * 1024
+
+
+def cap_models(values: list[str]) -> list[str]:
+    """Unique model ids, ids over ``MAX_MODEL_ID_CHARS`` dropped, at most ``MAX_MODELS`` of
+    them and ``MAX_MODELS_CHARS`` characters in all (the first ones, in the provider's order)."""
+    out: list[str] = []
+    total = 0
+    for value in unique(values):
+        if len(value) > MAX_MODEL_ID_CHARS:
+            continue
+        if len(out) >= MAX_MODELS or total + len(value) > MAX_MODELS_CHARS:
+            break
+        out.append(value)
+        total += len(value)
+    return out
+
+
 PageFetcher = Callable[[str | None], Awaitable[tuple[list[str], str | None]]]
 
 
 async def paginate(s: ProviderSession, fetch_page: PageFetcher) -> list[str]:
-    """Follow page tokens (cursor in, cursor out) up to ``max_list_pages`` pages."""
+    """Follow page tokens (cursor in, cursor out) up to ``max_list_pages`` pages, and no
+    further once the listing holds more than is kept (see ``cap_models``)."""
     models: list[str] = []
     token: str | None = None
     seen: set[str] = set()
+    chars = 0
     for _ in range(max(1, s.target.max_list_pages)):
         page, token = await fetch_page(token)
         models.extend(page)
-        if not token or token in seen:
+        chars += sum(len(m) for m in page)
+        if not token or token in seen or len(models) >= MAX_MODELS or chars > MAX_MODELS_CHARS:
             break
         seen.add(token)
-    return unique(models)
+    return cap_models(models)
 
 
 def sub_dict(obj: dict[str, Any], key: str) -> dict[str, Any]:

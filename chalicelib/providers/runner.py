@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import httpx
 
 from chalicelib.observability import logger
-from chalicelib.providers.adapter import Adapter, GenerationRequest, ModelCheck
+from chalicelib.providers.adapter import Adapter, GenerationRequest, ModelCheck, cap_models
 from chalicelib.providers.base import (
     ChatMessage,
     Check,
@@ -168,7 +168,7 @@ def _outcome(
 
     authentication = _authentication(progress, obs.auth_proven, err)
 
-    models = [s.scrub(m) for m in progress.models or []]
+    models = cap_models([s.scrub(m) for m in progress.models or []])
     check = progress.model_check
     if not target.default_model:
         model_access = Check(None, detail="No default model is set.")

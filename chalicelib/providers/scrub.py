@@ -1,12 +1,18 @@
 """Removing credential values from text that leaves the provider layer.
 
 Providers sometimes echo the key they received (whole, or a long part of it) in an error
-message. ``Scrubber`` replaces every occurrence of a secret, and every run of text made of
-substrings of it at least ``FRAGMENT`` characters long, with ``[REDACTED]``.
+message, and a hostile one may transform it first. ``Scrubber`` replaces every occurrence of a
+secret, and every run of text made of substrings of it at least ``FRAGMENT`` characters long,
+with ``[REDACTED]``, in the forms a key commonly travels in: as is, in any letter case,
+reversed, hex, URL- and JSON-escaped, as HTML entities (named, decimal, hex), and base64
+(standard and URL-safe, at each of the three byte alignments it can sit at inside a longer
+encoded text).
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote
@@ -19,20 +25,58 @@ _MIN_EXACT = 4  # shorter values (e.g. "1") are not secrets worth garbling a mes
 NON_SECRET_FIELDS = frozenset({"region", "api_version"})
 
 
+# ASCII-only lower-casing: keeps every index of the text where it was (str.lower may not).
+_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _base64_forms(secret: str) -> set[str]:
+    """The part of the base64 text of ``secret`` that does not depend on what surrounds it,
+    for each alignment (0, 1, 2 bytes before it), standard and URL-safe alphabets."""
+    raw = secret.encode()
+    out: set[str] = set()
+    for pad in range(3):
+        text = base64.b64encode(b"\0" * pad + raw).decode().rstrip("=")
+        # Characters carrying bits of the padding bytes, or of what follows the secret.
+        head = (pad * 8 + 5) // 6
+        tail = 1 if (pad + len(raw)) % 3 else 0
+        middle = text[head:len(text) - tail]
+        out.update({middle, middle.replace("+", "-").replace("/", "_")})
+    return out
+
+
+def _insensitive_forms(secret: str) -> set[str]:
+    """Forms matched whatever their letter case (lower-cased here)."""
+    raw = secret.encode()
+    forms = {
+        secret, secret.strip(), secret[::-1], quote(secret, safe=""),
+        "".join(f"%{b:02x}" for b in raw), raw.hex(),
+        html.escape(secret), "".join(f"&#{ord(c)};" for c in secret),
+        "".join(f"&#x{ord(c):x};" for c in secret), json.dumps(secret)[1:-1],
+        "".join(f"\\u{ord(c):04x}" for c in secret),
+    }
+    return {f.translate(_LOWER) for f in forms}
+
+
+def _grams(forms: Iterable[str]) -> set[str]:
+    return {form[i : i + FRAGMENT] for form in forms for i in range(len(form) - FRAGMENT + 1)}
+
+
 class Scrubber:
     """Callable that redacts a fixed set of secret values from strings."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        forms: set[str] = set()
+        exact: set[str] = set()
+        folded: set[str] = set()
         for secret in secrets:
             if not secret or len(secret) < _MIN_EXACT:
                 continue
-            # The raw value plus the encodings it may come back in.
-            forms.update({secret, secret.strip(), quote(secret, safe=""), json.dumps(secret)[1:-1]})
-        self._exact = sorted((f for f in forms if len(f) >= _MIN_EXACT), key=len, reverse=True)
-        self._grams = {
-            form[i : i + FRAGMENT] for form in self._exact for i in range(len(form) - FRAGMENT + 1)
-        }
+            exact.update(_base64_forms(secret))
+            folded.update(_insensitive_forms(secret))
+        self._exact = sorted((f for f in exact if len(f) >= _MIN_EXACT), key=len, reverse=True)
+        self._folded = sorted((f for f in folded if len(f) >= _MIN_EXACT), key=len,
+                              reverse=True)
+        self._grams = _grams(self._exact)
+        self._folded_grams = _grams(self._folded)
 
     @classmethod
     def for_credentials(cls, credentials: Mapping[str, str]) -> Scrubber:
@@ -43,17 +87,20 @@ class Scrubber:
         )
 
     def __call__(self, text: str) -> str:
-        if not text or not self._exact:
+        if not text or not self._folded:
             return text
         hit = bytearray(len(text))
-        for form in self._exact:
-            start = text.find(form)
-            while start != -1:
-                hit[start : start + len(form)] = b"\x01" * len(form)
-                start = text.find(form, start + 1)
-        for i in range(len(text) - FRAGMENT + 1):
-            if text[i : i + FRAGMENT] in self._grams:
-                hit[i : i + FRAGMENT] = b"\x01" * FRAGMENT
+        folded = text.translate(_LOWER)
+        for haystack, forms, grams in ((text, self._exact, self._grams),
+                                       (folded, self._folded, self._folded_grams)):
+            for form in forms:
+                start = haystack.find(form)
+                while start != -1:
+                    hit[start : start + len(form)] = b"\x01" * len(form)
+                    start = haystack.find(form, start + 1)
+            for i in range(len(haystack) - FRAGMENT + 1):
+                if haystack[i : i + FRAGMENT] in grams:
+                    hit[i : i + FRAGMENT] = b"\x01" * FRAGMENT
         if not any(hit):
             return text
         out: list[str] = []
