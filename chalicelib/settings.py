@@ -102,6 +102,12 @@ class Settings:
     daily_lease_seconds: int = 600
     daily_concurrency: int = 50
     daily_provider_cap: int = 10
+    # Of a provider's slots in one worker, how many one owner's connections may hold (the
+    # rest stay free for other owners' tests).
+    daily_owner_share: int = 5
+    # A daily test's whole budget (retries included), whatever the connection's own
+    # timeout_seconds (up to 300): well under the worker's Lambda timeout (300 s).
+    daily_test_timeout_seconds: int = 60
     invoke_cache_seconds: int = 300
     # The console's sign-in: Cognito's hosted UI in cloud stages; a local token minter in the
     # local stage only (``LOCAL_SIGNIN_KEY_FILE``, refused anywhere else).
@@ -154,6 +160,8 @@ def get_settings() -> Settings:
         daily_lease_seconds=_int("DAILY_LEASE_SECONDS", 600, 30, 3600),
         daily_concurrency=_int("DAILY_CONCURRENCY", 50, 1, 500),
         daily_provider_cap=_int("DAILY_PROVIDER_CAP", 10, 1, 500),
+        daily_owner_share=_int("DAILY_OWNER_SHARE", 5, 1, 500),
+        daily_test_timeout_seconds=_int("DAILY_TEST_TIMEOUT_SECONDS", 60, 5, 120),
         invoke_cache_seconds=_int("INVOKE_CACHE_SECONDS", 300, 0, 300),
         cognito_domain_url=os.environ.get("COGNITO_DOMAIN_URL", "").strip().rstrip("/"),
         cognito_client_id=os.environ.get("COGNITO_CLIENT_ID", "").strip(),

@@ -108,6 +108,7 @@ class DailyRun:
         self._settings = settings
         self.concurrency = concurrency
         self.per_provider = per_provider
+        self.per_owner = max(1, min(settings.daily_owner_share, per_provider))
         self._incidents = incidents
         self._runs = runs
         self._digests = digests
@@ -232,23 +233,35 @@ class DailyRun:
                 return Tested(item, self._testing.disabled_outcome(item.provider))
             from chalicelib.providers.runner import test_target
 
-            sem = limits.setdefault(item.provider, asyncio.Semaphore(self.per_provider))
+            # However long the connection's own timeout, a daily test ends well inside the
+            # worker's Lambda timeout (a hanging provider cannot take the batch with it).
+            cap = float(self._settings.daily_test_timeout_seconds)
+            if prepared.target.timeout_seconds > cap:
+                prepared = dataclasses.replace(
+                    prepared, target=dataclasses.replace(prepared.target, timeout_seconds=cap))
+            gates = (
+                # One owner's share of the provider first: twenty hanging connections of one
+                # user hold their share of the slots, not the ones other owners' tests need.
+                limits.setdefault(f"{item.provider}\0{item.owner}",
+                                  asyncio.Semaphore(self.per_owner)),
+                # Then the provider's cap: a task queued behind a busy provider must not sit
+                # on one of the batch's slots while other providers' connections wait for it.
+                limits.setdefault(item.provider, asyncio.Semaphore(self.per_provider)),
+                overall,
+            )
             probe = bool((item.settings or {}).get("probe_model_daily"))
-            # Provider cap first: a task queued behind a busy provider must not sit on one
-            # of the batch's slots while other providers' connections wait for it.
             shared = None if prepared.target.adapter == "bedrock" else client
-            async with sem, overall:
+            async with gates[0], gates[1], gates[2]:
                 outcome = await test_target(prepared.target, probe_model=probe, client=shared)
-            others = await self._test_other_sets(prepared, sem, overall, shared)
+            others = await self._test_other_sets(prepared, gates, shared)
             return Tested(item, outcome.to_dict(), others)
         except BaseException:
             stats.errors += 1
             await asyncio.to_thread(self._claims.release, cid, run_date)
             raise
 
-    async def _test_other_sets(self, prepared: Any, sem: asyncio.Semaphore,
-                               overall: asyncio.Semaphore, client: Any
-                               ) -> dict[str, dict[str, Any]]:
+    async def _test_other_sets(self, prepared: Any, gates: tuple[asyncio.Semaphore, ...],
+                               client: Any) -> dict[str, dict[str, Any]]:
         """Test every credential set besides the primary (one KMS Decrypt each); the
         connection's status stays the primary's."""
         item = prepared.item
@@ -266,7 +279,7 @@ class DailyRun:
                 continue
             target = dataclasses.replace(
                 prepared.target, credentials={**(item.credentials_public or {}), **secrets})
-            async with sem, overall:
+            async with gates[0], gates[1], gates[2]:
                 outcome = await test_target(target, client=client)
             out[cs.name] = set_result(outcome.to_dict())
         return out
