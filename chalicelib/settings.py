@@ -108,6 +108,12 @@ class Settings:
     # A daily test's whole budget (retries included), whatever the connection's own
     # timeout_seconds (up to 300): well under the worker's Lambda timeout (300 s).
     daily_test_timeout_seconds: int = 60
+    # Requests one test or invoke may send to a provider, retries and listing pages included.
+    provider_calls_per_test: int = 8
+    # Tests (of saved, unsaved or draft connections, and of credential sets) per user and
+    # minute, a sliding window; connections per user.
+    tests_per_minute: int = 30
+    max_connections_per_user: int = 500
     invoke_cache_seconds: int = 300
     # The console's sign-in: Cognito's hosted UI in cloud stages; a local token minter in the
     # local stage only (``LOCAL_SIGNIN_KEY_FILE``, refused anywhere else).
@@ -162,6 +168,9 @@ def get_settings() -> Settings:
         daily_provider_cap=_int("DAILY_PROVIDER_CAP", 10, 1, 500),
         daily_owner_share=_int("DAILY_OWNER_SHARE", 5, 1, 500),
         daily_test_timeout_seconds=_int("DAILY_TEST_TIMEOUT_SECONDS", 60, 5, 120),
+        provider_calls_per_test=_int("PROVIDER_CALLS_PER_TEST", 8, 2, 50),
+        tests_per_minute=_int("TESTS_PER_MINUTE", 30, 1, 10_000),
+        max_connections_per_user=_int("MAX_CONNECTIONS_PER_USER", 500, 1, 1_000_000),
         invoke_cache_seconds=_int("INVOKE_CACHE_SECONDS", 300, 0, 300),
         cognito_domain_url=os.environ.get("COGNITO_DOMAIN_URL", "").strip().rstrip("/"),
         cognito_client_id=os.environ.get("COGNITO_CLIENT_ID", "").strip(),

@@ -73,8 +73,9 @@ def services() -> Services:
     connections = ConnectionService(repo, providers, audit, cipher, settings, url_check)
     idem = IdempotentRunner(settings.tables.idempotency, lambda: aws.client("dynamodb"))
     alerts = AlertService(sns, settings, provider_name)
+    usage = UsageRepository(settings.tables.usage)
     testing = TestingService(connections, providers, repo, TestHistoryRepository(), audit,
-                             settings, on_result=alerts.on_result)
+                             settings, on_result=alerts.on_result, usage=usage)
     credential_sets = CredentialSetService(connections, repo, audit, settings, cipher, testing)
     subscriptions = SubscriptionService(sns, settings, audit)
     incidents = IncidentService(IncidentRepository(), audit, settings, alerts.publish,
@@ -88,8 +89,7 @@ def services() -> Services:
                      digests=DigestService(runs, subscriptions.wants_digest, alerts.publish),
                      credential_sets=credential_sets, publish=alerts.publish,
                      provider_name=provider_name)
-    invoke = InvokeService(connections, providers, testing,
-                           UsageRepository(settings.tables.usage), audit, settings,
+    invoke = InvokeService(connections, providers, testing, usage, audit, settings,
                            credential_sets)
     return Services(settings, audit, providers, connections, idem, testing, alerts,
                     subscriptions, daily, invoke, incidents, credential_sets)

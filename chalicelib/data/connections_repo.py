@@ -220,6 +220,9 @@ class ConnectionRepository:
             for dep in DependentModel.query(connection_id):
                 batch.delete(dep)
 
+    def count_by_owner(self, owner: str) -> int:
+        return int(ConnectionModel.owner_index.count(owner))
+
     def count_by_provider(self, provider_id: str, *, own_base_url: bool | None = None) -> int:
         """How many connections use ``provider_id``; ``own_base_url=False``: only those without
         their own base URL (which follow the provider's)."""

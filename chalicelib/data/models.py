@@ -267,7 +267,7 @@ class AuditModel(_Base):
 
 
 class UsageModel(_Base):
-    """Per-connection counters: ``day#YYYY-MM-DD``, ``month#YYYY-MM`` and ``rate#<minute>``."""
+    """Per-connection counters: ``day#YYYY-MM-DD``, ``month#YYYY-MM`` and ``rate``."""
 
     class Meta(_Base.Meta):
         env_key = "usage"

@@ -181,6 +181,9 @@ class Target:
     max_list_pages: int = 10
     # Error codes not retried on this target (invoke fails over to the next credential set).
     final_codes: frozenset[str] = frozenset()
+    # HTTP requests one session may send, retries included (0: no cap). A test's cost is
+    # bounded whatever the connection's max_retries and the provider's paging.
+    max_calls: int = 0
 
 
 class ProviderError(Exception):

@@ -139,6 +139,8 @@ class ProviderSession:
         self.clock = clock
         self.scrub = Scrubber.for_credentials(target.credentials)
         self.obs = Observations()
+        self.calls = 0
+        self._last_error: ProviderError | None = None
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -150,10 +152,28 @@ class ProviderSession:
         return err.with_message(self.scrub(err.message))
 
     async def run(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``attempt`` with retries inside the budget; errors leave scrubbed."""
+        """``attempt`` with retries inside the budget and the call cap; errors leave
+        scrubbed."""
+
+        async def counted() -> T:
+            cap = self.target.max_calls
+            if cap and self.calls >= cap:
+                last = self._last_error
+                raise ProviderError(
+                    last.code if last else "bad_response",
+                    (last.message if last else "The provider needed more requests than allowed.")
+                    + f" (stopped after {cap} requests to the provider)",
+                    http_status=last.http_status if last else None, retryable=False)
+            self.calls += 1
+            try:
+                return await attempt()
+            except ProviderError as err:
+                self._last_error = err
+                raise
+
         try:
             return await with_retries(
-                attempt, budget=self.budget, max_retries=self.target.max_retries,
+                counted, budget=self.budget, max_retries=self.target.max_retries,
                 final_codes=self.target.final_codes,
             )
         except ProviderError as err:

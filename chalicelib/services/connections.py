@@ -220,9 +220,19 @@ class ConnectionService:
                  for k, v in body["credentials"].items()}
         return {**body, "credentials": creds}
 
+    def _room_for(self, owner: str, adding: int) -> None:
+        """Connections per user are capped (a soft cap: two creates racing at the limit may
+        both pass; it bounds what one user costs the daily run, not a billing quota)."""
+        limit = self._settings.max_connections_per_user
+        have = self._repo.count_by_owner(owner)
+        if have + adding > limit:
+            raise Conflict(f"at most {limit} connections per user (you have {have}); delete "
+                           "one first", code="too_many_connections")
+
     def create(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
         data = parse(ConnectionCreate, body)
         provider, base_url, public, secret_values, conn_settings = self.prepare_config(data)
+        self._room_for(caller.user_id, 1)
         now = utcnow()
         cid = new_id("conn")
         owner = caller.user_id
@@ -532,6 +542,7 @@ class ConnectionService:
                 needs_credentials=True, status="untested", created_at=now, updated_at=now,
                 version=1, dependents_count=0,
             ))
+        self._room_for(caller.user_id, len(items))
         audit = self._audit.event(caller, "connection.import", f"owner:{caller.user_id}",
                                   target_owner=caller.user_id,
                                   detail={"count": len(items), "ids": [i.id for i in items]})

@@ -177,6 +177,7 @@ class CredentialSetService:
         item = self._connections.get(caller, connection_id)
         sets = sets_of(item)
         chosen = _named(sets, name)
+        self._testing.throttle(caller)
         provider = self._connections._provider_any(item.provider)
         if not provider.enabled:
             result = self._testing.disabled_outcome(item.provider)

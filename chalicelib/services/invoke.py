@@ -321,11 +321,11 @@ class InvokeService:
         """Rate limit and monthly quotas, enforced in DynamoDB across all Lambdas."""
         rpm = conn_settings.get("rate_limit_rpm")
         if rpm:
-            minute = now.strftime("%Y%m%d%H%M")
-            if not self._usage.take_rate_slot(item.id, minute, int(rpm),
-                                               _epoch(now + timedelta(minutes=10))):
+            wait = self._usage.take_rate_slot(item.id, now, int(rpm),
+                                              _epoch(now + timedelta(minutes=10)))
+            if wait is not None:
                 raise RateLimited(f"rate limit of {rpm} requests per minute reached",
-                                  retry_after=60 - now.second, code="rate_limited")
+                                  retry_after=wait, code="rate_limited")
         rq = conn_settings.get("monthly_request_quota")
         tq = conn_settings.get("monthly_token_quota")
         if not (rq or tq):

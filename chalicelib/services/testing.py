@@ -13,7 +13,8 @@ from chalicelib.data.connections_repo import ConnectionRepository
 from chalicelib.data.models import AuditModel, ConnectionModel, ProviderModel, TestRecordModel
 from chalicelib.data.paging import BadCursor
 from chalicelib.data.tests_repo import TestHistoryRepository
-from chalicelib.errors import InvalidInput, Unprocessable
+from chalicelib.data.usage_repo import UsageRepository
+from chalicelib.errors import InvalidInput, RateLimited, Unprocessable
 from chalicelib.observability import logger, metrics
 from chalicelib.providers.base import warning_dicts
 from chalicelib.services.audit import AuditService
@@ -84,7 +85,9 @@ class TestingService:
         audit: AuditService,
         settings: Settings,
         on_result: Callable[[ConnectionModel, dict[str, Any], str], None] | None = None,
+        usage: UsageRepository | None = None,
     ) -> None:
+        self._usage = usage
         self._connections = connections
         self._providers = providers
         self._repo = repo
@@ -112,6 +115,7 @@ class TestingService:
             slow_threshold_ms=int(defaults.get("slow_threshold_ms", 5000)),
             allow_hosts=self._settings.outbound_allow_hosts,
             allow_http=self._settings.outbound_allow_http,
+            max_calls=self._settings.provider_calls_per_test,
         )
 
     def prepare(self, item: ConnectionModel,
@@ -135,12 +139,26 @@ class TestingService:
 
     # manual tests --------------------------------------------------------------------
 
+    def throttle(self, caller: Caller) -> None:
+        """A user's tests per minute (each costs provider calls and, saved, a KMS Decrypt)."""
+        if self._usage is None:
+            return
+        now = utcnow()
+        wait = self._usage.take_rate_slot(f"tests#{caller.user_id}", now,
+                                          self._settings.tests_per_minute,
+                                          int((now + timedelta(minutes=10)).timestamp()))
+        if wait is not None:
+            raise RateLimited(f"at most {self._settings.tests_per_minute} tests a minute per "
+                              "user; try again shortly", retry_after=wait,
+                              code="too_many_tests")
+
     def test_saved(self, caller: Caller, connection_id: str, body: dict[str, Any]
                    ) -> dict[str, Any]:
         from chalicelib.providers.runner import run_sync, test_target
 
         options = parse(TestOptions, body)
         item = self._connections.get(caller, connection_id)
+        self.throttle(caller)
         if options.changes is not None:
             return self._test_draft(caller, item, options)
         if item.needs_credentials or item.sealed is None:
@@ -186,6 +204,7 @@ class TestingService:
         if not isinstance(probe, bool):
             raise InvalidInput("probe_model must be true or false", field="probe_model")
         data = parse(ConnectionCreate, {k: v for k, v in body.items() if k != "probe_model"})
+        self.throttle(caller)
         provider, base_url, public, secrets, conn_settings = \
             self._connections.prepare_config(data)
         target = self.target(provider, base_url=base_url, credentials={**public, **secrets},

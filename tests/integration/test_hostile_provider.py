@@ -83,3 +83,69 @@ def test_every_encoding_a_hostile_provider_echoes_is_caught_everywhere(api, host
     seen.append(app_logs())
     leaks = [text[:200] for text in seen if recoverable(text, key)]
     assert leaks == []
+
+
+# --------------------------------------------------------------------------- bounded work
+
+
+def _settings(monkeypatch: Any, **values: Any) -> None:
+    import dataclasses
+
+    from chalicelib.api.deps import services
+
+    svc = services()
+    for holder in (svc.testing, svc.connections):
+        monkeypatch.setattr(holder, "_settings", dataclasses.replace(holder._settings, **values))
+
+
+def test_a_test_sends_a_bounded_number_of_requests_whatever_max_retries(api, hostile):
+    from chalicelib.api.deps import services
+
+    cid, key = connect(api, hostile, "busy")
+    assert api.patch(f"/connections/{cid}", {"settings": {"max_retries": 10}}).status_code == 200
+    resp = api.post(f"/connections/{cid}/test", {})
+    assert resp.status_code == 200 and resp.data["error"]["code"] == "rate_limited", resp.data
+    sent = [c for c in hostile.calls if c[2] == key]
+    cap = services().settings.provider_calls_per_test
+    assert len(sent) == cap < 11, sent  # 1 + 10 retries before
+    assert f"stopped after {cap} requests" in resp.data["error"]["message"]
+
+
+def test_tests_per_user_and_minute_are_limited(api, hostile, monkeypatch):
+    _settings(monkeypatch, tests_per_minute=3)
+    cid, key = connect(api, hostile, "fine")
+    codes = [api.post(f"/connections/{cid}/test", {}).status_code for _ in range(3)]
+    assert codes == [200, 200, 200]
+    before = len([c for c in hostile.calls if c[2] == key])
+    refused = api.post(f"/connections/{cid}/test", {})
+    assert refused.status_code == 429, refused.data
+    assert refused.data["error"]["code"] == "too_many_tests"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    # An unsaved test and a credential set's test count too; nothing reached the provider
+    unsaved = api.post("/connections/test", {
+        "name": "draft", "provider": "custom", "base_url": hostile.base_url,
+        "credentials": {"api_key": key}, "default_model": "gpt-4o"})
+    assert unsaved.status_code == 429
+    assert api.post(f"/connections/{cid}/credentials/primary/test", {}).status_code == 429
+    assert len([c for c in hostile.calls if c[2] == key]) == before
+    # Another user is not affected
+    other = api.as_user(f"other-{secrets.token_hex(4)}")
+    theirs, _ = connect(other, hostile, "fine")
+    assert other.post(f"/connections/{theirs}/test", {}).status_code == 200
+
+
+def test_connections_per_user_are_capped_for_creates_and_imports(api, hostile, monkeypatch):
+    _settings(monkeypatch, max_connections_per_user=2)
+    connect(api, hostile, "fine")
+    connect(api, hostile, "fine")
+    resp = api.post("/connections", {
+        "name": "third", "provider": "custom", "base_url": hostile.base_url,
+        "credentials": {"api_key": f"sk-hostile-fine-{secrets.token_hex(16)}"},
+        "default_model": "gpt-4o"})
+    assert resp.status_code == 409 and resp.data["error"]["code"] == "too_many_connections"
+    doc = {"format": "llm-connections-export", "version": 1, "connections": [
+        {"name": "imported", "provider": "custom", "base_url": hostile.base_url,
+         "default_model": "gpt-4o"}]}
+    imported = api.post("/connections/import", doc)
+    assert imported.status_code == 409, imported.data
+    assert len(api.get("/connections").data["items"]) == 2

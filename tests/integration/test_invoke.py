@@ -78,6 +78,7 @@ def invoke(api: Any, cid: str, body: Any = None) -> Any:
 def test_warm_invoke_reads_the_connection_once_and_never_calls_kms(api, fake_provider):
     # Given a connection with a rate limit, invoked once so the caches are warm
     cid, _ = create(api, fake_provider, settings={"rate_limit_rpm": 1000})
+    avoid_minute_boundary()  # the first call of a minute moves the window (one more write)
     assert invoke(api, cid).status_code == 200
 
     # When it is invoked again
@@ -248,7 +249,7 @@ def test_unknown_connection_is_404_for_everyone_else(api, fake_provider):
 
 
 def avoid_minute_boundary(needed_seconds: float = 10.0) -> None:
-    """The limit is a fixed one-minute window: start where the burst fits in one minute."""
+    """Keep a burst inside one calendar minute (the window moves once a minute)."""
     second = time.time() % 60
     if second > 60 - needed_seconds:
         time.sleep(60.5 - second)
@@ -527,3 +528,34 @@ def test_no_secret_in_answers_errors_or_logs(api, fake_provider, app_logs, caplo
     logs += "\n".join(caplog.handler.format(r) for r in caplog.records
                       if not r.name.startswith("llm-connections"))
     assert canary not in logs and echo not in logs
+
+
+def test_the_rate_window_slides_across_the_minute_boundary():
+    """Issue 17 (6): a fixed window let 2x rpm through across a boundary (5 at 12:00:59.5,
+    5 more at 12:01:00.5). Explicit times: no clock in the assertion."""
+    from datetime import UTC, datetime
+
+    from chalicelib.api.deps import services
+    from tests.support.builders import unique
+
+    repo = services().usage._usage
+    cid = unique("rate-")
+    at = datetime(2026, 12, 3, 12, 0, 59, 500_000, tzinfo=UTC)
+
+    def take(when: datetime) -> int | None:
+        return repo.take_rate_slot(cid, when, 5, 2_000_000_000)
+
+    assert [take(at) for _ in range(5)] == [None] * 5
+    assert take(at) is not None  # the sixth in the same minute
+    # One second later, in the next minute: the window still holds the five
+    after = at.replace(minute=1, second=0)
+    refused = [take(after) for _ in range(5)]
+    assert all(r is not None for r in refused), refused
+    assert 1 <= refused[0] <= 60
+    # Half a minute on, half of last minute's count has left the window: two more fit
+    half = at.replace(minute=1, second=30, microsecond=0)
+    assert [take(half) for _ in range(3)][:2] == [None, None]
+    assert take(half) is not None
+    # Two minutes on, a full budget again
+    later = at.replace(minute=3, second=0)
+    assert [take(later) for _ in range(5)] == [None] * 5

@@ -2,6 +2,7 @@
 say or spend. Its behaviour is chosen per request by the key it receives (``hostile-<mode>-``):
 
 * ``huge``: ``GET /v1/models`` answers about 1.7 MB per page (14,000 ids of 85 chars).
+* ``busy``: every request is a 429 with ``retry-after: 0`` (retried at once, forever).
 * ``echo``: every answer carries the received key in the forms a key is commonly transformed
   into (case, reversed, hex, URL/HTML/JSON escapes, base64 at each alignment): a 401 on the
   listing, and the text of a chat completion.
@@ -51,9 +52,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _busy(self) -> None:
+        data = json.dumps({"error": {"message": "Rate limit reached", "type": "requests",
+                                     "code": "rate_limit_exceeded"}}).encode()
+        self.send_response(429)
+        self.send_header("content-type", "application/json")
+        self.send_header("retry-after", "0")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:
         key = self._key()
-        self.server.calls.append(("GET", self.path))  # type: ignore[attr-defined]
+        self.server.calls.append(("GET", self.path, key))  # type: ignore[attr-defined]
+        if "hostile-busy-" in key:
+            return self._busy()
         if not self.path.startswith("/v1/models"):
             return self._send(404, {"error": {"message": "no such path"}})
         if "hostile-echo-" in key:
@@ -69,7 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
         key = self._key()
         length = int(self.headers.get("content-length") or 0)
         self.rfile.read(length)
-        self.server.calls.append(("POST", self.path))  # type: ignore[attr-defined]
+        self.server.calls.append(("POST", self.path, key))  # type: ignore[attr-defined]
+        if "hostile-busy-" in key:
+            return self._busy()
         text = _echo_text(key) if "hostile-echo-" in key else "hello"
         return self._send(200, {
             "id": "chatcmpl-hostile", "object": "chat.completion", "model": "gpt-4o",
@@ -89,7 +104,7 @@ class HostileProvider:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
     @property
-    def calls(self) -> list[tuple[str, str]]:
+    def calls(self) -> list[tuple[str, str, str]]:
         return self._server.calls  # type: ignore[attr-defined, no-any-return]
 
     def start(self) -> HostileProvider:
