@@ -15,12 +15,16 @@ from devtools import localenv, localstack
 
 
 def _stack_env(aws_port: int | None) -> dict[str, str]:
+    fake_port: int | None = None
     if aws_port is None:
         run_file = localenv.STATE_DIR / "run.json"
         if not run_file.exists():
             sys.exit("the local stack is not running: start it with `make run`")
-        aws_port = int(json.loads(run_file.read_text())["aws"].rsplit(":", 1)[1])
-    env = localenv.environment(aws_port)
+        running = json.loads(run_file.read_text())
+        aws_port = int(running["aws"].rsplit(":", 1)[1])
+        # The same allowlist as the running stack: its fake providers' port only.
+        fake_port = int(running["fake"].rsplit(":", 1)[1]) if running.get("fake") else None
+    env = localenv.environment(aws_port, fake_port=fake_port)
     localstack.apply_env(env)
     return env
 

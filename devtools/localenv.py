@@ -51,9 +51,13 @@ def caller_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
     }
 
 
-def environment(aws_port: int = 4566, jwt_dir: Path = JWT_DIR) -> dict[str, str]:
+def environment(aws_port: int = 4566, jwt_dir: Path = JWT_DIR,
+                fake_port: int | None = None) -> dict[str, str]:
     """Variables for every local process. AWS is reached through AWS_ENDPOINT_URL, or the
-    caller's AWS_ENDPOINT_URL_<SERVICE> for a service it points elsewhere."""
+    caller's AWS_ENDPOINT_URL_<SERVICE> for a service it points elsewhere. With
+    ``fake_port``, connections may reach loopback on that port only (`make run`: the fake
+    providers, not the emulator or the API); without, any loopback port (the test suite,
+    whose fake and hostile providers take free ports)."""
     endpoint = f"http://127.0.0.1:{aws_port}"
     endpoints = service_endpoints()
     sqs = endpoints.get("AWS_ENDPOINT_URL_SQS", endpoint).rstrip("/")
@@ -78,7 +82,7 @@ def environment(aws_port: int = 4566, jwt_dir: Path = JWT_DIR) -> dict[str, str]
         "JWKS_URL": (jwt_dir / "jwks.json").resolve().as_uri(),
         # The console's local sign-in mints tokens with the same key as `make token`.
         "LOCAL_SIGNIN_KEY_FILE": str((jwt_dir / "private.pem").resolve()),
-        "OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
+        "OUTBOUND_ALLOW_HOSTS": f"127.0.0.1:{fake_port}" if fake_port else "127.0.0.1",
         "OUTBOUND_ALLOW_HTTP": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "LLMConnections",
         "POWERTOOLS_TRACE_DISABLED": "true",

@@ -159,7 +159,7 @@ def run(api_port: int, aws_port: int, fake_port: int) -> None:
         if port_in_use(port):
             sys.exit(f"port {port} ({name}) is already in use: is another `make run` running?")
     ensure_keys()
-    env = localenv.environment(aws_port)
+    env = localenv.environment(aws_port, fake_port=fake_port)
     env["FAKE_PROVIDER_URL"] = f"http://127.0.0.1:{fake_port}"
     print(f"starting the AWS emulator (moto) on http://127.0.0.1:{aws_port}", flush=True)
     moto = start_moto(aws_port)

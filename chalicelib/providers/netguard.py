@@ -10,8 +10,10 @@ Two layers:
   rewritten to the IP; the Host header and the TLS server name stay the real host name), so a
   DNS answer that changes between check and connect (rebinding) cannot reach a blocked address.
 
-``allow_hosts`` exempts host names or IPs listed literally (the local stage lists "127.0.0.1"
-to reach the fake provider); ``localhost`` or ``0x7f000001`` are not "127.0.0.1".
+``allow_hosts`` exempts host names or IPs listed literally, on any port (``127.0.0.1``) or on
+one port only (``127.0.0.1:8900``, ``[::1]:8900``): `make run` lists the fake provider's host
+and port, so neither the emulated AWS nor the API itself can be reached through a connection.
+``localhost`` or ``0x7f000001`` are not "127.0.0.1".
 """
 
 from __future__ import annotations
@@ -130,18 +132,42 @@ def _normalise_host(host: str) -> str:
     return host.strip("[]").rstrip(".").lower()
 
 
+def _allow_entry(entry: str) -> str:
+    """``host`` or ``host:port`` (``[v6]:port``), normalised; a bare IPv6 address is a host."""
+    entry = entry.strip()
+    if entry.startswith("[") and "]:" in entry:
+        host, _, port = entry[1:].partition("]:")
+        return _with_port(_normalise_host(host), int(port))
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return _with_port(_normalise_host(host), int(port))
+    return _normalise_host(entry)
+
+
+def _with_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _normalise_allow(allow_hosts: Iterable[str]) -> frozenset[str]:
-    return frozenset(_normalise_host(h) for h in allow_hosts)
+    return frozenset(_allow_entry(h) for h in allow_hosts)
 
 
-def check_host(host: str, *, allow_hosts: frozenset[str]) -> IPAddress | None:
+def is_allowed(host: str, port: int | None, allow_hosts: Iterable[str]) -> bool:
+    """Whether ``host`` (on ``port``) is listed: as a host (any port) or with this port."""
+    allowed = _normalise_allow(allow_hosts)
+    name = _normalise_host(host)
+    return name in allowed or (port is not None and _with_port(name, port) in allowed)
+
+
+def check_host(host: str, *, allow_hosts: frozenset[str],
+               port: int | None = None) -> IPAddress | None:
     """Check a host without DNS; return its address when it is a literal IP.
 
     Raises BlockedURL with a user-safe reason.
     """
     if not host:
         raise BlockedURL("The URL has no host.")
-    if _normalise_host(host) in _normalise_allow(allow_hosts):
+    if is_allowed(host, port, allow_hosts):
         return None
     addr = parse_ip_host(host)
     if addr is not None:
@@ -167,7 +193,7 @@ def check_url(url: str, *, allow_hosts: frozenset[str], allow_http: bool) -> Non
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname or ""
-        _ = parts.port  # raises ValueError for a non-numeric or out-of-range port
+        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
     except ValueError:
         raise BlockedURL("The URL is malformed.") from None
     scheme = parts.scheme.lower()
@@ -175,7 +201,8 @@ def check_url(url: str, *, allow_hosts: frozenset[str], allow_http: bool) -> Non
         raise BlockedURL("Only https:// URLs are allowed.")
     if "@" in parts.netloc:
         raise BlockedURL("URLs with a user name or password are not allowed.")
-    check_host(host, allow_hosts=allow_hosts)
+    check_host(host, allow_hosts=allow_hosts,
+               port=port if port is not None else (443 if scheme == "https" else 80))
 
 
 async def _system_resolve(host: str, port: int) -> list[str]:
@@ -197,10 +224,10 @@ async def vet_host(
     blocked, and httpx.ConnectError when the name does not resolve.
     """
     try:
-        literal = check_host(host, allow_hosts=allow_hosts)
+        literal = check_host(host, allow_hosts=allow_hosts, port=port)
     except BlockedURL as exc:
         raise ProviderError("blocked_endpoint", str(exc)) from None
-    if _normalise_host(host) in _normalise_allow(allow_hosts):
+    if is_allowed(host, port, allow_hosts):
         return None
     if literal is not None:
         return [literal]

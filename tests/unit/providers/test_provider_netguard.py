@@ -250,3 +250,34 @@ def test_guard_reports_unresolvable_host_as_connect_error(monkeypatch: pytest.Mo
     monkeypatch.setattr(socket, "getaddrinfo", fail)
     with pytest.raises(httpx.ConnectError):
         _get("https://nowhere.invalid/", Inner())
+
+
+def test_an_allowlisted_host_and_port_admits_that_port_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 17 (8): `make run` allowlisted every port of 127.0.0.1 (the emulated AWS on
+    4566 and the API on 8000 included); now only the fake providers' port."""
+    only_fake = frozenset({"127.0.0.1:8900"})
+    check_url("http://127.0.0.1:8900/openai/v1", allow_hosts=only_fake, allow_http=True)
+    for other in ("http://127.0.0.1:4566/", "http://127.0.0.1:8000/health",
+                  "http://127.0.0.1/", "http://127.0.0.1:89000/"):
+        with pytest.raises(BlockedURL):
+            check_url(other, allow_hosts=only_fake, allow_http=True)
+    inner = Inner()
+    _dns(monkeypatch, "127.0.0.1")
+    _get("http://127.0.0.1:8900/openai/v1/models", inner, allow_hosts=only_fake,
+         allow_http=True)
+    with pytest.raises(ProviderError):  # the emulator, even past the save-time check
+        _get("http://127.0.0.1:4566/", inner, allow_hosts=only_fake, allow_http=True)
+    # IPv6 with a port, and the same entries written differently
+    check_url("http://[::1]:8900/", allow_hosts=frozenset({"[::1]:8900"}), allow_http=True)
+    with pytest.raises(BlockedURL):
+        check_url("http://[::1]:8901/", allow_hosts=frozenset({"[::1]:8900"}), allow_http=True)
+
+
+def test_make_run_allowlists_the_fake_providers_port_and_the_suite_any_loopback_port() -> None:
+    from devtools import localenv
+
+    assert localenv.environment(4566, fake_port=8900)["OUTBOUND_ALLOW_HOSTS"] == \
+        "127.0.0.1:8900"
+    assert localenv.environment(4566)["OUTBOUND_ALLOW_HOSTS"] == "127.0.0.1"
