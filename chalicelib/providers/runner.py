@@ -401,7 +401,8 @@ async def stream_target(
             failure = s.scrub_error(err)
     first = state.first_token_at
     return StreamOutcome(
-        deltas=[s.scrub(d) for d in state.deltas],
+        # As one text: a key the provider streams in small pieces is still caught.
+        deltas=s.scrub.pieces(list(state.deltas)),
         model=s.scrub(state.model),
         finish_reason=state.finish_reason if failure is None else None,
         input_tokens=state.input_tokens,

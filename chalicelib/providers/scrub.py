@@ -86,9 +86,8 @@ class Scrubber:
             if name not in NON_SECRET_FIELDS and isinstance(value, str)
         )
 
-    def __call__(self, text: str) -> str:
-        if not text or not self._folded:
-            return text
+    def _mask(self, text: str) -> bytearray:
+        """1 for every character of ``text`` that belongs to a secret's form."""
         hit = bytearray(len(text))
         folded = text.translate(_LOWER)
         for haystack, forms, grams in ((text, self._exact, self._grams),
@@ -101,22 +100,35 @@ class Scrubber:
             for i in range(len(haystack) - FRAGMENT + 1):
                 if haystack[i : i + FRAGMENT] in grams:
                     hit[i : i + FRAGMENT] = b"\x01" * FRAGMENT
-        if not any(hit):
+        return hit
+
+    def __call__(self, text: str) -> str:
+        if not text or not self._folded:
             return text
+        return self.pieces([text])[0]
+
+    def pieces(self, parts: list[str]) -> list[str]:
+        """Scrub text that arrived in pieces (streamed deltas) as the one text it makes: a
+        secret split across pieces is caught. Each piece keeps its place; a redacted run
+        shows once, in the piece where it starts."""
+        if not self._folded or not any(parts):
+            return list(parts)
+        text = "".join(parts)
+        hit = self._mask(text)
+        if not any(hit):
+            return list(parts)
         out: list[str] = []
-        i = 0
-        while i < len(text):
-            if hit[i]:
-                while i < len(text) and hit[i]:
-                    i += 1
-                out.append(REDACTED)
-            else:
-                j = i
-                while j < len(text) and not hit[j]:
-                    j += 1
-                out.append(text[i:j])
-                i = j
-        return "".join(out)
+        pos = 0
+        for part in parts:
+            chunk: list[str] = []
+            for k in range(pos, pos + len(part)):
+                if not hit[k]:
+                    chunk.append(text[k])
+                elif k == 0 or not hit[k - 1]:
+                    chunk.append(REDACTED)
+            out.append("".join(chunk))
+            pos += len(part)
+        return out
 
     def optional(self, text: str | None) -> str | None:
         return None if text is None else self(text)

@@ -73,12 +73,29 @@ def test_every_encoding_a_hostile_provider_echoes_is_caught_everywhere(api, host
     alerts = read()
     assert alerts, "the daily failure was alerted"
     seen += [json.dumps(a) for a in alerts]
-    for path in ("", "/tests", "/stats"):
+    # A second key, tested on its own as a credential set
+    added = api.post(f"/connections/{cid}/credentials",
+                     {"name": "spare", "credentials": {"api_key": key + "-2"}})
+    assert added.status_code == 201, added.data
+    seen.append(added.body.decode())
+    seen.append(api.post(f"/connections/{cid}/credentials/spare/test", {}).body.decode())
+    unsaved = api.post("/connections/test", {
+        "name": "draft", "provider": "custom", "base_url": hostile.base_url,
+        "credentials": {"api_key": key}, "default_model": "gpt-4o"})
+    seen.append(unsaved.body.decode())
+    draft = api.post(f"/connections/{cid}/test", {"changes": {"default_model": "gpt-4o-mini"}})
+    seen.append(draft.body.decode())
+    for path in ("", "/tests", "/stats", "/credentials", "/dependents"):
         seen.append(api.get(f"/connections/{cid}{path}").body.decode())
-    seen.append(api.get(f"/audit?target=connection:{cid}").body.decode())
-    seen.append(api.get("/connections/export").body.decode())
+    for path in ("/connections", "/connections/export", f"/audit?target=connection:{cid}",
+                 "/audit", f"/usage?owner={api.user}", "/incidents",
+                 "/notifications/subscriptions"):
+        seen.append(api.get(path).body.decode())
     seen.append(json.dumps(raw_connection(cid), default=str))
-    for name in ("tests", "audit", "usage"):
+    # Every table of the stack (history, audit, usage, idempotency, run state, ...)
+    from chalicelib.settings import TABLE_ENV
+
+    for name in TABLE_ENV:
         seen.append(json.dumps(ddb().scan(TableName=table(name)).get("Items", []), default=str))
     seen.append(app_logs())
     leaks = [text[:200] for text in seen if recoverable(text, key)]

@@ -58,3 +58,14 @@ def test_each_encoding_of_the_key_is_redacted(name):
 def test_ordinary_text_is_left_alone():
     text = "The model gpt-4o is not available; see https://example.com/docs?x=1 (HTTP 404)."
     assert Scrubber([KEY])(text) == text
+
+
+def test_a_key_streamed_in_small_pieces_is_caught_across_them():
+    pieces = ["Here: ", KEY[:5], KEY[5:11], KEY[11:20], KEY[20:], " done"]
+    out = Scrubber([KEY]).pieces(pieces)
+    assert len(out) == len(pieces)
+    assert out[0] == "Here: " and out[-1] == " done"
+    assert "".join(out) == f"Here: {REDACTED} done"
+    assert not recoverable("".join(out), KEY)
+    # Pieces without a secret are returned as they were
+    assert Scrubber([KEY]).pieces(["a", "b"]) == ["a", "b"]
