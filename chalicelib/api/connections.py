@@ -80,8 +80,10 @@ def delete_connection(ctx: Ctx, connection_id: str) -> Response:
 @bp.route("/connections/{connection_id}/dependents", methods=["GET"])
 @view(bp)
 def list_dependents(ctx: Ctx, connection_id: str) -> dict[str, Any]:
-    items = services().connections.list_dependents(ctx.caller, connection_id)
-    return {"items": items, "next_cursor": None}
+    limit, cursor = ctx.page()
+    page = services().connections.list_dependents(ctx.caller, connection_id, cursor=cursor,
+                                                  limit=limit)
+    return {"items": page.items, "next_cursor": page.next_cursor}
 
 
 @bp.route("/connections/{connection_id}/dependents/{dependent_id}", methods=["PUT"],

@@ -159,14 +159,18 @@ def etag(version: int) -> str:
     return f'"v{version}"'
 
 
+# A malformed If-Match matches no version: it fails as a precondition, after authorization
+# (a stranger gets the 404 or 403 anyone would, not a 412 telling the resource exists).
+MALFORMED_IF_MATCH = -1
+
+
 def parse_if_match(raw: str | None) -> int | None:
-    """``"v3"`` (or ``W/"v3"``) to 3; ``*`` or absent to None."""
+    """``"v3"`` (or ``W/"v3"``) to 3; ``*`` or absent to None; anything else to
+    ``MALFORMED_IF_MATCH``."""
     if raw is None or raw.strip() == "*":
         return None
     m = re.fullmatch(r'\s*(?:W/)?"v(\d{1,12})"\s*', raw)
-    if not m:
-        raise errors.PreconditionFailed("If-Match does not name a version of this resource")
-    return int(m.group(1))
+    return int(m.group(1)) if m else MALFORMED_IF_MATCH
 
 
 def request_id_of(request: Request | None) -> str:
@@ -277,9 +281,9 @@ def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..
             request = bp.current_request
             assert request is not None  # Chalice sets it before calling a view
             rid = request_id_of(request)
+            principal = None
             try:
                 settings = get_settings()
-                principal = None
                 if auth:
                     try:
                         principal = authenticate(request.headers.get("authorization"), settings)
@@ -295,6 +299,13 @@ def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..
                     return result
                 return json_response(result)
             except errors.DomainError as exc:
+                if isinstance(exc, errors.Forbidden):
+                    # The one place a refused role is audited (every route, every reason).
+                    _audit_forbidden(request, principal if auth else None, exc)
+                elif isinstance(exc, errors.PreconditionFailed) and _malformed_if_match(request):
+                    exc = errors.PreconditionFailed(
+                        'If-Match does not name a version of this resource (expected "v<n>", '
+                        "the ETag of a read)")
                 return error_response(exc, rid)
             except Exception as exc:  # noqa: BLE001 - the view boundary: never leak internals
                 if _transient_aws_failure(exc):
@@ -311,6 +322,20 @@ def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..
         return wrapper
 
     return deco
+
+
+def _audit_forbidden(request: Request, principal: Principal | None,
+                     exc: errors.Forbidden) -> None:
+    services().audit.record(
+        _caller_for(request, principal), "access.denied", request.path or "", outcome="denied",
+        detail={"reason": "forbidden", "method": request.method, "field": exc.field,
+                "message": exc.message},
+    )
+
+
+def _malformed_if_match(request: Request) -> bool:
+    raw = request.headers.get("if-match")
+    return raw is not None and parse_if_match(raw) == MALFORMED_IF_MATCH
 
 
 def _audit_denied(request: Request, reason: str) -> None:

@@ -38,4 +38,6 @@ def sse_text(stream: EventStream) -> str:
 @bp.route("/usage", methods=["GET"])
 @view(bp)
 def usage(ctx: Ctx) -> dict[str, Any]:
-    return services().usage.usage_for_owner(ctx.caller, ctx.query("owner"))
+    limit, cursor = ctx.page()
+    return services().usage.usage_for_owner(ctx.caller, ctx.query("owner"), cursor=cursor,
+                                            limit=limit)

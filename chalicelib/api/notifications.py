@@ -22,7 +22,9 @@ def subscribe(ctx: Ctx) -> Response:
 @bp.route("/notifications/subscriptions", methods=["GET"])
 @view(bp)
 def list_subscriptions(ctx: Ctx) -> dict[str, Any]:
-    return {"items": services().subscriptions.list(ctx.caller), "next_cursor": None}
+    limit, cursor = ctx.page()
+    page = services().subscriptions.list(ctx.caller, cursor=cursor, limit=limit)
+    return {"items": page.items, "next_cursor": page.next_cursor}
 
 
 @bp.route("/notifications/subscriptions/{subscription_id}", methods=["DELETE"])

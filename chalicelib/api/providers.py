@@ -49,5 +49,8 @@ def replace_provider(ctx: Ctx, provider_id: str) -> Response:
 @bp.route("/providers/{provider_id}", methods=["DELETE"])
 @view(bp)
 def delete_provider(ctx: Ctx, provider_id: str) -> Response:
-    services().providers.delete(ctx.caller, provider_id, parse_if_match(ctx.header("if-match")))
-    return json_response(None, 204)
+    disabled = services().providers.delete(ctx.caller, provider_id,
+                                           parse_if_match(ctx.header("if-match")),
+                                           force=ctx.flag("force"))
+    # Forced on a provider in use: disabled instead, and shown as it is now.
+    return json_response(None, 204) if disabled is None else _with_etag(disabled)

@@ -7,6 +7,7 @@ conditions, never read-then-write checks.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +21,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.data.models import AuditModel, ConnectionModel, DependentModel, NameLockModel
-from chalicelib.data.paging import Page, decode_cursor, encode_cursor
+from chalicelib.data.paging import Page, query_page
 
 
 class NameTaken(Exception):
@@ -92,12 +93,8 @@ class ConnectionRepository:
             return None
 
     def list_by_owner(self, owner: str, *, cursor: str | None, limit: int) -> Page[ConnectionModel]:
-        scope = f"connections:{owner}"
-        result = ConnectionModel.owner_index.query(
-            owner, limit=limit, page_size=limit, last_evaluated_key=decode_cursor(cursor, scope),
-        )
-        items = list(result)
-        return Page(items, encode_cursor(result.last_evaluated_key, scope))
+        return query_page(functools.partial(ConnectionModel.owner_index.query, owner),
+                          f"connections:{owner}", cursor=cursor, limit=limit)
 
     def iter_by_owner(self, owner: str) -> Iterator[ConnectionModel]:
         yield from ConnectionModel.owner_index.query(owner, page_size=100)
@@ -178,6 +175,11 @@ class ConnectionRepository:
             raise
 
     # dependents -----------------------------------------------------------------------
+
+    def dependents_page(self, connection_id: str, *, cursor: str | None,
+                        limit: int) -> Page[DependentModel]:
+        return query_page(functools.partial(DependentModel.query, connection_id),
+                          f"dependents:{connection_id}", cursor=cursor, limit=limit)
 
     def dependents(self, connection_id: str, limit: int = 100) -> list[DependentModel]:
         return list(DependentModel.query(connection_id, limit=limit, page_size=limit))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -48,3 +49,13 @@ def decode_cursor(cursor: str | None, scope: str) -> dict[str, Any] | None:
         return key
     except (ValueError, KeyError, TypeError) as exc:
         raise BadCursor("cursor is not valid") from exc
+
+
+def query_page(query: Callable[..., Any], scope: str, *, cursor: str | None, limit: int,
+               **kwargs: Any) -> Page[Any]:
+    """One page of a PynamoDB ``query`` (a model's or an index's, bound to its hash key):
+    at most ``limit`` items and the cursor of the next page. Every listing pages this way."""
+    result = query(limit=limit, page_size=limit,
+                   last_evaluated_key=decode_cursor(cursor, scope), **kwargs)
+    items = list(result)
+    return Page(items, encode_cursor(result.last_evaluated_key, scope))

@@ -25,9 +25,9 @@ def _conditional_failed(exc: Exception) -> bool:
 
 
 class ProviderRepository:
-    def get(self, provider_id: str) -> ProviderModel | None:
+    def get(self, provider_id: str, *, consistent: bool = False) -> ProviderModel | None:
         try:
-            return ProviderModel.get(PARTITION, provider_id)
+            return ProviderModel.get(PARTITION, provider_id, consistent_read=consistent)
         except ProviderModel.DoesNotExist:
             return None
 

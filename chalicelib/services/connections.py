@@ -473,9 +473,21 @@ class ConnectionService:
         self._audit.record(caller, "connection.dependent.delete", f"connection:{item.id}",
                            target_owner=item.owner, detail={"dependent_id": dependent_id})
 
-    def list_dependents(self, caller: Caller, connection_id: str) -> builtins.list[dict[str, Any]]:
+    def list_dependents(self, caller: Caller, connection_id: str, *, cursor: str | None = None,
+                        limit: int = 50) -> Page[dict[str, Any]]:
         item = self.get(caller, connection_id)
-        return [_dep_view(d) for d in self._repo.dependents(item.id)]
+        try:
+            page = self._repo.dependents_page(item.id, cursor=cursor, limit=limit)
+        except BadCursor as exc:
+            raise InvalidInput(str(exc), field="cursor") from None
+        return Page([_dep_view(d) for d in page.items], page.next_cursor)
+
+    def owner_page(self, owner: str, *, cursor: str | None,
+                   limit: int) -> Page[ConnectionModel]:
+        try:
+            return self._repo.list_by_owner(owner, cursor=cursor, limit=limit)
+        except BadCursor as exc:
+            raise InvalidInput(str(exc), field="cursor") from None
 
     # export / import ----------------------------------------------------------------
 

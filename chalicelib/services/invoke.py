@@ -178,16 +178,13 @@ class InvokeService:
         self._audit = audit
         self._settings = settings
         self.secrets = TTLCache(capacity=512, ttl_seconds=min(300, settings.invoke_cache_seconds))
-        self._provider_cache = TTLCache(capacity=256, ttl_seconds=60)
         self._activity_written: dict[str, float] = {}
 
     def _provider(self, provider_id: str) -> ProviderModel | None:
-        hit = self._provider_cache.get((provider_id,))
-        if hit is not None:
-            return hit if isinstance(hit, ProviderModel) else None
-        provider = self._providers.get_model(provider_id)
-        self._provider_cache.put((provider_id,), provider or False)
-        return provider
+        # Read on every invoke (one small strongly consistent GetItem, no cache): an admin
+        # disabling or deleting a provider, or changing its URL, holds from the next request
+        # in every warm Lambda.
+        return self._providers.get_model(provider_id, consistent=True)
 
     def _secrets(self, item: ConnectionModel, cs: CredentialSet,
                  provider: ProviderModel) -> dict[str, str]:
@@ -423,17 +420,19 @@ class InvokeService:
                          "output_tokens": d.get("output_tokens", 0)} for d in days]
         return out
 
-    def usage_for_owner(self, caller: Caller, owner: str | None) -> dict[str, Any]:
+    def usage_for_owner(self, caller: Caller, owner: str | None, *, cursor: str | None = None,
+                        limit: int = 50) -> dict[str, Any]:
         from chalicelib.errors import Forbidden
 
         if not caller.is_admin:
             raise Forbidden("only administrators may see usage across users")
         if not owner:
             raise InvalidInput("owner is required", field="owner")
+        page = self._connections.owner_page(owner, cursor=cursor, limit=limit)
         items = []
-        for conn in self._connections.iter_owner(owner):
+        for conn in page.items:
             s = self.stats(conn)
             items.append({"connection_id": conn.id, "name": conn.name,
                           "provider": conn.provider, "7d": s["7d"], "30d": s["30d"]})
         self._audit.record(caller, "usage.read", f"owner:{owner}", target_owner=owner)
-        return {"owner": owner, "items": items, "next_cursor": None}
+        return {"owner": owner, "items": items, "next_cursor": page.next_cursor}

@@ -113,8 +113,8 @@ class ProviderService:
             return 0
         return self._connections.count_by_provider(provider_id, own_base_url=False)
 
-    def get_model(self, provider_id: str) -> ProviderModel | None:
-        return self._repo.get(provider_id)
+    def get_model(self, provider_id: str, *, consistent: bool = False) -> ProviderModel | None:
+        return self._repo.get(provider_id, consistent=consistent)
 
     def all_models(self) -> builtins.list[ProviderModel]:
         return self._repo.all()
@@ -186,18 +186,34 @@ class ProviderService:
                            changed_fields=sorted(body), detail=detail)
         return to_view(item)
 
-    def delete(self, caller: Caller, provider_id: str, if_match: int | None) -> None:
+    def delete(self, caller: Caller, provider_id: str, if_match: int | None,
+               force: bool = False) -> dict[str, Any] | None:
+        """Delete a provider nobody uses. One in use is a 409 naming how many connections
+        use it; ``force`` then disables it instead (its connections stay, and say so)."""
         _admin(caller)
         current = self._repo.get(provider_id)
         if current is None:
             raise NotFound(f"provider {provider_id!r} does not exist")
         if if_match is not None and if_match != current.version:
             raise PreconditionFailed("the provider changed since you read it")
+        used = (self._connections.count_by_provider(provider_id)
+                if self._connections is not None else 0)
+        if used and not force:
+            raise Conflict(f"{used} connection(s) use this provider; delete them first, or "
+                           "repeat with ?force=true to disable the provider instead",
+                           code="provider_in_use", details={"connections": used})
+        if used:
+            disabled = self.replace(caller, provider_id, {"enabled": False}, None,
+                                    partial=True)
+            self._audit.record(caller, "provider.disable", f"provider:{provider_id}",
+                               detail={"connections": used, "instead_of": "delete"})
+            return disabled
         try:
             self._repo.delete(current, int(current.version))
         except StaleProvider:
             raise PreconditionFailed("the provider changed since you read it") from None
         self._audit.record(caller, "provider.delete", f"provider:{provider_id}")
+        return None
 
     def seed(self, providers: builtins.list[dict[str, Any]]) -> int:
         """Insert missing seed providers; returns how many were added."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -11,6 +12,7 @@ from pydantic import Field, field_validator
 from pynamodb.exceptions import DeleteError, PutError
 
 from chalicelib.data.models import EndpointClaimModel, SubscriptionModel
+from chalicelib.data.paging import BadCursor, Page, query_page
 from chalicelib.errors import Conflict, Forbidden, InvalidInput, NotFound
 from chalicelib.services.audit import AuditService
 from chalicelib.services.common import Caller, iso, new_id, utcnow
@@ -138,14 +140,23 @@ class SubscriptionService:
         """Whether ``owner`` has a digest subscription (a digest is published only then)."""
         return any(s.delivery == "digest" for s in SubscriptionModel.query(owner, limit=100))
 
-    def list(self, caller: Caller) -> list[dict[str, Any]]:
-        return [to_view(s) for s in SubscriptionModel.query(caller.user_id, limit=100)]
+    def list(self, caller: Caller, *, cursor: str | None = None,
+             limit: int = 50) -> Page[dict[str, Any]]:
+        try:
+            page = query_page(functools.partial(SubscriptionModel.query, caller.user_id),
+                              f"subscriptions:{caller.user_id}", cursor=cursor, limit=limit)
+        except BadCursor as exc:
+            raise InvalidInput(str(exc), field="cursor") from None
+        return Page([to_view(s) for s in page.items], page.next_cursor)
 
     def delete(self, caller: Caller, subscription_id: str) -> None:
         check_id(subscription_id)
         try:
             item = SubscriptionModel.get(caller.user_id, subscription_id)
         except SubscriptionModel.DoesNotExist:
+            # Another user's id looks exactly like a missing one, and is audited as denied.
+            self._audit.record(caller, "subscription.delete", f"subscription:{subscription_id}",
+                               outcome="denied", detail={"reason": "not found"})
             raise NotFound("subscription not found") from None
         try:
             self._sns().unsubscribe(SubscriptionArn=item.subscription_arn)

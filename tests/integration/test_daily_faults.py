@@ -690,9 +690,12 @@ def test_subscriptions_filter_on_the_owner_and_stay_private(api):
     assert me.delete(f"/notifications/subscriptions/{sub['id']}").status_code == 404
     assert other.delete(f"/notifications/subscriptions/{theirs.data['id']}").status_code == 204
 
-    # And each change is audited
-    actions = [e["action"] for e in me.get("/audit").data["items"]]
-    assert sorted(actions) == ["subscription.create", "subscription.delete"]
+    # And each change is audited, as is each refused delete (another user's, then a repeat)
+    events = me.get("/audit").data["items"]
+    assert sorted(e["action"] for e in events if e["outcome"] == "success") == [
+        "subscription.create", "subscription.delete"]
+    assert [e["action"] for e in events if e["outcome"] == "denied"] == [
+        "subscription.delete"] * 2
 
 
 def test_an_address_is_subscribed_once_per_user(api):

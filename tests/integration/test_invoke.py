@@ -85,16 +85,17 @@ def test_warm_invoke_reads_the_connection_once_and_never_calls_kms(api, fake_pro
     with count_aws_calls() as calls:
         resp = invoke(api, cid)
 
-    # Then one GetItem for the connection, the rate-limit update and the usage update; no KMS
+    # Then one GetItem each for the connection and its provider (never cached: a disabled
+    # provider holds from the next request), the rate-limit and usage updates; no KMS
     assert resp.status_code == 200, resp.data
     assert calls.of("kms") == Counter(), calls
     gets = [p for svc, op, p in calls.params if (svc, op) == ("dynamodb", "GetItem")]
-    assert [p["TableName"] for p in gets] == [table("connections")], calls
-    assert gets[0].get("ConsistentRead") is True
+    assert [p["TableName"] for p in gets] == [table("connections"), table("providers")], calls
+    assert all(g.get("ConsistentRead") is True for g in gets)
     updates = [(p["TableName"], p["Key"]["sk"]["S"].split("#")[0])
                for svc, op, p in calls.params if (svc, op) == ("dynamodb", "UpdateItem")]
     assert sorted(updates) == sorted([(table("usage"), "rate"), (table("usage"), "day")])
-    assert sum(calls.values()) == 3, calls
+    assert sum(calls.values()) == 4, calls
 
 
 def test_patching_credentials_makes_the_next_invoke_decrypt_again(api, fake_provider):
