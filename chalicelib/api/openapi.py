@@ -209,7 +209,10 @@ def _static_schemas() -> dict[str, Any]:
             "error": {"type": ["object", "null"], "properties": {
                 "code": _STR, "message": _STR,
                 "remediation": {"type": "array", "items": _STR}}},
-            "warnings": problems, "tested_at": _STR}},
+            "warnings": problems, "tested_at": _STR,
+            "timeout_capped_at": {"type": "integer", "description": "present when the "
+                                  "connection's timeout_seconds is longer than an API request "
+                                  "may take: the test stopped at this many seconds"}}},
         "TestOptions": {"type": "object", "additionalProperties": False,
                         "properties": {"probe_model": {"type": "boolean"},
                                        "changes": {"type": "object",
@@ -232,7 +235,10 @@ def _static_schemas() -> dict[str, Any]:
             "latency_ms": _INT, "provider_request_id": _NSTR,
             "credential_set": {"type": "string", "description": "the set that answered"},
             "failover_from": {"type": "array", "items": _STR,
-                              "description": "sets tried before it (rate limit, quota, auth)"}}},
+                              "description": "sets tried before it (rate limit, quota, auth)"},
+            "timeout_capped_at": {"type": "integer", "description": "present when the "
+                                  "connection's timeout_seconds is longer than an API request "
+                                  "may take: the call's whole budget, in seconds"}}},
         "AuditEvent": {"type": "object", "properties": {
             "id": _STR, "at": _STR, "actor": _STR, "admin_action": {"type": "boolean"},
             "action": _STR, "target": _STR, "target_owner": _NSTR, "outcome": _STR,

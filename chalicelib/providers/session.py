@@ -304,6 +304,7 @@ class ProviderSession:
         # Did this attempt reach the provider? None when nothing tells (a pooled connection
         # that hung, or a mock transport).
         reached: bool | None = None
+        broken = False  # connected, then the exchange broke before any answer
         try:
             async with asyncio.timeout(timeout):
                 response = await self.client.send(request, stream=True, follow_redirects=False)
@@ -335,7 +336,9 @@ class ProviderSession:
                 "network_error", f"Could not connect to the provider: {_reason(exc)}"
             ) from None
         except (httpx.NetworkError, httpx.ProtocolError) as exc:
-            reached = True
+            # A connection reset or closed before any answer: the provider cannot be talked
+            # to, whatever the TCP handshake did (connectivity fails with the error).
+            reached, broken = False, True
             raise ProviderError(
                 "network_error", f"The connection to the provider failed: {_reason(exc)}"
             ) from None
@@ -349,7 +352,7 @@ class ProviderSession:
         except httpx.TransportError as exc:
             raise ProviderError("network_error", f"The request failed: {_reason(exc)}") from None
         finally:
-            if trace.connected:
+            if trace.connected and not broken:
                 reached = True
             if reached is not None:
                 self.obs.saw_connect(reached)
@@ -446,6 +449,22 @@ class ProviderSession:
         return await self.run(attempt)
 
 
+# What a network failure means, when the library's exception says nothing itself.
+_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (httpx.ReadError, "the provider closed the connection without answering "
+                      "(connection reset)"),
+    (httpx.RemoteProtocolError, "the provider closed the connection without a valid answer"),
+    (httpx.WriteError, "the connection broke while the request was being sent"),
+    (httpx.ConnectError, "the provider did not accept the connection"),
+    (httpx.ProxyError, "a proxy refused the connection"),
+)
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc).strip()
-    return text or type(exc).__name__
+    if text:
+        return text
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return "the network connection failed"

@@ -168,7 +168,6 @@ class CredentialSetService:
              body: dict[str, Any]) -> dict[str, Any]:
         """Test one set. The primary's result is the connection's (status, history, alerts);
         another set's is kept on the set, and clears or sets its "failed for auth" mark."""
-        from chalicelib.providers.runner import run_sync, test_target
 
         options = parse(TestOptions, body)
         if options.changes is not None:
@@ -187,7 +186,7 @@ class CredentialSetService:
                 provider, base_url=item.base_url,
                 credentials={**(item.credentials_public or {}), **secrets},
                 default_model=item.default_model, settings=item.settings or {})
-            result = run_sync(test_target(target, probe_model=options.probe_model)).to_dict()
+            result = self._testing.run_for_api(target, options.probe_model)
         if chosen is sets[0]:
             self._testing.record(item, result, trigger="manual", caller=caller)
         else:

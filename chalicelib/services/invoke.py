@@ -242,6 +242,9 @@ class InvokeService:
         order = failover_order(item)
         budget = float(conn_settings.get("timeout_seconds")
                        or (provider.default_settings or {}).get("timeout_seconds", 30))
+        # Within what a request through the API may take (API Gateway ends it at 29 s).
+        capped = budget > self._settings.api_call_seconds
+        budget = min(budget, float(self._settings.api_call_seconds))
         tried: list[str] = []
         for index, cs in enumerate(order):
             remaining = budget - (time.monotonic() - started)
@@ -273,7 +276,9 @@ class InvokeService:
                         "error_code": err.code})
                     continue
                 raise self._failed(item, now, started, err, cs.name, tried) from None
-        used = {"credential_set": tried[-1], "failover_from": tried[:-1]}
+        used: dict[str, Any] = {"credential_set": tried[-1], "failover_from": tried[:-1]}
+        if capped:
+            used["timeout_capped_at"] = self._settings.api_call_seconds
         if req.stream:
             failure = streamed.error
             self._record(item, now, streamed.latency_ms, streamed.input_tokens,

@@ -139,6 +139,27 @@ class TestingService:
 
     # manual tests --------------------------------------------------------------------
 
+    def for_api(self, target: Any) -> tuple[Any, int | None]:
+        """``target`` with its budget cut to what a request through the API may take; and the
+        budget it was cut to, if it was (the answer says so)."""
+        import dataclasses
+
+        cap = self._settings.api_call_seconds
+        if target is None or target.timeout_seconds <= cap:
+            return target, None
+        return dataclasses.replace(target, timeout_seconds=float(cap)), cap
+
+    def run_for_api(self, target: Any, probe: bool) -> dict[str, Any]:
+        """A test through the API: within the API's time, and saying so when it cut the
+        connection's own timeout."""
+        from chalicelib.providers.runner import run_sync, test_target
+
+        target, capped = self.for_api(target)
+        result: dict[str, Any] = run_sync(test_target(target, probe_model=probe)).to_dict()
+        if capped is not None:
+            result["timeout_capped_at"] = capped
+        return result
+
     def throttle(self, caller: Caller) -> None:
         """A user's tests per minute (each costs provider calls and, saved, a KMS Decrypt)."""
         if self._usage is None:
@@ -154,7 +175,6 @@ class TestingService:
 
     def test_saved(self, caller: Caller, connection_id: str, body: dict[str, Any]
                    ) -> dict[str, Any]:
-        from chalicelib.providers.runner import run_sync, test_target
 
         options = parse(TestOptions, body)
         item = self._connections.get(caller, connection_id)
@@ -168,8 +188,7 @@ class TestingService:
         if prepared.target is None:
             result = self.disabled_outcome(item.provider)
         else:
-            result = run_sync(test_target(prepared.target,
-                                          probe_model=options.probe_model)).to_dict()
+            result = self.run_for_api(prepared.target, options.probe_model)
         self.record(item, result, trigger="manual", caller=caller)
         return result
 
@@ -190,9 +209,7 @@ class TestingService:
     def _test_unrecorded(self, caller: Caller, target: Any, probe: bool, action: str,
                          audit_target: str, owner: str, **detail: Any) -> dict[str, Any]:
         """Run a test whose result is stored nowhere but in its audit event."""
-        from chalicelib.providers.runner import run_sync, test_target
-
-        result = run_sync(test_target(target, probe_model=probe)).to_dict()
+        result = self.run_for_api(target, probe)
         self._audit.record(caller, action, audit_target, target_owner=owner,
                            detail={"status": result["status"], **detail,
                                    "error_code": (result.get("error") or {}).get("code")})

@@ -104,7 +104,10 @@ def test_invoke_each_adapter_over_http(stack, adapter):
         assert second.status_code == 200, dump(second)
         out = first.json()
         assert set(out) == {"output_text", "model", "finish_reason", "usage", "latency_ms",
-                            "provider_request_id", "credential_set", "failover_from"}
+                            "provider_request_id", "credential_set", "failover_from",
+                            "timeout_capped_at"}
+        # The default 30 s timeout is longer than an API request may take: said so
+        assert out["timeout_capped_at"] == 25
         # one key, so the primary answered and nothing failed over
         assert out["credential_set"] == "primary" and out["failover_from"] == []
         assert out["output_text"] == " ".join(REPLY_TEXT.split()[:4])

@@ -203,6 +203,13 @@ def test_connection_reset_is_network_error(fake_provider: Any) -> None:
     targets = [make(fake_provider, a, "reset", max_retries=0) for a in ADAPTERS]
     for adapter, out in zip(ADAPTERS, run_all(targets), strict=True):
         assert out.error is not None and out.error["code"] == "network_error", (adapter, out.error)
+        if adapter == "bedrock":
+            continue  # botocore's own wording (its client, not httpx)
+        # Issue 16: said in words, not a library class name, and connectivity is not "ok"
+        message = out.error["message"]
+        assert "Error" not in message.split()[-1] and "ReadError" not in message, message
+        assert "closed the connection" in message or "reset" in message, message
+        assert out.checks["connectivity"].ok is False, (adapter, out.to_dict())
 
 
 def test_a_hang_ends_within_the_budget(fake_provider: Any) -> None:

@@ -38,8 +38,9 @@ MODELS = {
     "azure_openai": "gpt-4o-prod",  # a deployment name
     "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
 }
+# timeout_capped_at: the default 30 s timeout is longer than an API request may take (25 s)
 RESULT_KEYS = {"status", "checks", "latency_ms", "available_models", "error", "warnings",
-               "tested_at"}
+               "tested_at", "timeout_capped_at"}
 CHECKS = {"connectivity", "authentication", "model_access", "performance"}
 
 

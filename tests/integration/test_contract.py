@@ -167,3 +167,37 @@ def test_every_refused_attempt_is_audited(api):
     events = admin.get(f"/audit?user={api.user}&limit=100").data["items"]
     denied = [e for e in events if e["outcome"] == "denied"]
     assert len(denied) == len(attempts), [(e["action"], e["target"]) for e in events]
+
+
+# --------------------------------------------------------------------------- gateway timeout
+
+
+def test_tests_and_invokes_through_the_api_end_inside_the_gateways_timeout(
+        api, fake_provider, monkeypatch):
+    import chalicelib.providers.runner as runner
+    from tests.integration.test_invoke import HELLO, create
+
+    budgets: list[float] = []
+    for name in ("test_target", "invoke_target"):
+        real = getattr(runner, name)
+
+        async def spy(target: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            budgets.append(target.timeout_seconds)
+            return await _real(target, *args, **kwargs)
+
+        monkeypatch.setattr(runner, name, spy)
+    # A connection whose own timeout is 120 s (allowed: the daily run has its own cap)
+    cid, _ = create(api, fake_provider, settings={"timeout_seconds": 120})
+    tested = api.post(f"/connections/{cid}/test", {})
+    invoked = api.post(f"/connections/{cid}/invoke", {"messages": HELLO})
+    assert tested.status_code == invoked.status_code == 200, (tested.data, invoked.data)
+    # Then each call's whole budget is 25 s (API Gateway ends a request at 29 s), and the
+    # answers say so
+    assert len(budgets) == 2 and all(24.0 < b <= 25.0 for b in budgets), budgets
+    assert tested.data["timeout_capped_at"] == 25
+    assert invoked.data["timeout_capped_at"] == 25
+    # A connection within the limit is not cut and nothing is said
+    quick, _ = create(api, fake_provider, settings={"timeout_seconds": 10})
+    assert "timeout_capped_at" not in api.post(f"/connections/{quick}/test", {}).data
+    assert "timeout_capped_at" not in api.post(f"/connections/{quick}/invoke",
+                                               {"messages": HELLO}).data

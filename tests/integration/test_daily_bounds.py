@@ -69,7 +69,12 @@ def test_one_owners_hanging_connections_do_not_hold_another_owners_test(
             greedy_tasks = [asyncio.create_task(
                 run.test_one(cid, today(), RunStats(), client, limits, overall))
                 for cid in hanging]
-            await asyncio.sleep(0)  # they queue first
+            # They are under way first: as many as the owner's share lets start
+            for _ in range(1000):
+                if events.count("hang start") >= share:
+                    break
+                await asyncio.sleep(0.01)
+            assert events.count("hang start") == share, events
             await run.test_one(healthy, today(), RunStats(), client, limits, overall)
             await asyncio.gather(*greedy_tasks)
 

@@ -135,7 +135,8 @@ def test_invoke_returns_the_normalized_answer(api, fake_provider, adapter):
     assert resp.status_code == 200, resp.data
     out = resp.data
     assert set(out) == {"output_text", "model", "finish_reason", "usage", "latency_ms",
-                        "provider_request_id", "credential_set", "failover_from"}
+                        "provider_request_id", "credential_set", "failover_from",
+                        "timeout_capped_at"}  # the default 30 s is more than the API's 25
     assert (out["credential_set"], out["failover_from"]) == ("primary", [])
     assert out["output_text"] == control.REPLY_TEXT
     assert out["finish_reason"] == "stop"
