@@ -77,10 +77,11 @@ ROUTE_DOCS: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", "/connections/{connection_id}/dependents/{dependent_id}"): {
         "summary": "Forget a dependent", "responses": {"204": None}},
     ("POST", "/connections/test"): {"summary": "Test an unsaved configuration",
-                                    "request": "ConnectionCreate",
+                                    "request": "UnsavedTest",
                                     "responses": {"200": "TestResult"}},
     ("POST", "/connections/{connection_id}/test"): {"summary": "Test a saved connection",
                                                     "request": "TestOptions",
+                                                    "optional_body": True,
                                                     "responses": {"200": "TestResult"}},
     ("GET", "/connections/{connection_id}/tests"): {"summary": "Test history, newest first",
                                                     "paged": True,
@@ -91,6 +92,7 @@ ROUTE_DOCS: dict[tuple[str, str], dict[str, Any]] = {
                                                                  '"stream": true, server-sent '
                                                                  "events: delta..., end|error)",
                                                       "request": "InvokeRequest",
+                                                      "upstream": True,
                                                       "responses": {"200": "InvokeResult"}},
     ("GET", "/connections/{connection_id}/credentials"): {
         "summary": "The connection's credential sets (masks only), primary first",
@@ -115,7 +117,7 @@ ROUTE_DOCS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Remove a credential set (never the last: 409; If-Match)",
         "responses": {"200": "CredentialSets"}},
     ("GET", "/usage"): {"summary": "Usage across users (admin)", "paged": True,
-                        "query": ["owner"], "responses": {"200": "Usage"}},
+                        "required_query": ["owner"], "responses": {"200": "Usage"}},
     ("GET", "/audit"): {"summary": "Audit events, newest first", "paged": True,
                         "query": ["user", "action", "target"],
                         "responses": {"200": _page("AuditEvent")}},
@@ -146,7 +148,7 @@ def _static_schemas() -> dict[str, Any]:
     problems = {"type": "array", "items": problem}
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message"], "properties": {
+            "type": "object", "required": ["code", "message", "request_id"], "properties": {
                 "code": _STR, "message": _STR, "field": _STR, "request_id": _STR,
                 "remediation": {"type": "array", "items": _STR}, "details": _OBJ}}}},
         "Health": {"type": "object", "properties": {"status": _STR, "version": _STR,
@@ -282,6 +284,10 @@ def _model_schemas() -> dict[str, Any]:
         for name, sub in schema.pop("$defs", {}).items():
             out.setdefault(name, sub)
         out[model.__name__] = schema
+    # POST /connections/test: a create body, plus whether to probe the model.
+    create = out["ConnectionCreate"]
+    out["UnsavedTest"] = {**create, "title": "UnsavedTest", "properties": {
+        **create["properties"], "probe_model": {"type": "boolean", "default": False}}}
     return out
 
 
@@ -295,9 +301,19 @@ _ERRORS = {
     "412": "If-Match names a stale version",
     "413": "Body over 64 KiB",
     "415": "Body is not application/json",
+    "405": "This method is not allowed on this path",
     "422": "Semantically invalid",
     "429": "Rate limited (Retry-After)",
+    "500": "Internal error (quote error.request_id when reporting it)",
     "503": "Temporarily unavailable",
+}
+# What a provider's failure becomes on a call that reaches it (chalicelib.services.invoke
+# UPSTREAM_STATUS); each answer carries error.remediation.
+_UPSTREAM = {
+    "424": "The provider refused the connection's credentials (invalid_api_key, "
+           "permission_denied)",
+    "502": "The provider failed or answered badly (network_error, bad_response)",
+    "504": "The provider did not answer in time (timeout)",
 }
 
 
@@ -310,6 +326,8 @@ def _operation(method: str, path: str, doc: dict[str, Any]) -> dict[str, Any]:
               for p in path.split("/") if p.startswith("{")]
     for q in doc.get("query", []):
         params.append({"name": q, "in": "query", "required": False, "schema": _STR})
+    for q in doc.get("required_query", []):
+        params.append({"name": q, "in": "query", "required": True, "schema": _STR})
     if doc.get("paged"):
         params += [
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
@@ -332,7 +350,8 @@ def _operation(method: str, path: str, doc: dict[str, Any]) -> dict[str, Any]:
             resp["content"] = {"application/json": {
                 "schema": _ref(schema) if isinstance(schema, str) else schema}}
         op["responses"][status] = resp
-    for status, text in _ERRORS.items():
+    errors_of = {**_ERRORS, **(_UPSTREAM if doc.get("upstream") else {})}
+    for status, text in sorted(errors_of.items()):
         op["responses"].setdefault(status, {"description": text, "content": {
             "application/json": {"schema": _ref("Error")}}})
     if doc.get("auth", True):

@@ -171,3 +171,38 @@ def test_the_served_document_passes_openapi_spec_validator(api):
         validate(doc)
     except OpenAPIValidationError as exc:  # the first problem, readable
         pytest.fail(f"openapi-spec-validator: {exc.message} at {list(exc.path)}")
+
+
+def test_every_route_documents_every_status_it_can_return(api):
+    """Issue 16: each route of the app, and each status the one error mapping
+    (``chalicelib.api.http``) can give it, is in the served document; and the invoke route
+    also documents what a provider's failure becomes (``UPSTREAM_STATUS``)."""
+    from app import app
+    from chalicelib.api import http, openapi
+    from chalicelib.services.invoke import UPSTREAM_STATUS
+
+    doc = api.get("/openapi.json", auth=False).data
+    mapped = {str(status) for _, status in http._STATUS}
+    # 401 (no or bad token), 405 (another method), 500 (the view boundary): from http too
+    every_route = mapped | {"401", "405", "500"}
+    upstream = {str(s) for s in UPSTREAM_STATUS.values()}
+    missing = []
+    for path, methods in app.routes.items():
+        if openapi.console_route(path):
+            continue
+        for method in methods:
+            documented = set(doc["paths"][path][method.lower()]["responses"])
+            wanted = every_route | (upstream if path.endswith("/invoke") else set())
+            missing += [f"{method} {path}: {s}" for s in sorted(wanted - documented)]
+    assert missing == []
+    # And the document's other promises hold: /usage requires owner, an error carries its
+    # request id, a saved test's body is optional, an unsaved test takes probe_model
+    usage = doc["paths"]["/usage"]["get"]["parameters"]
+    assert [p["required"] for p in usage if p["name"] == "owner"] == [True]
+    assert "request_id" in doc["components"]["schemas"]["Error"]["properties"]["error"][
+        "required"]
+    saved = doc["paths"]["/connections/{connection_id}/test"]["post"]["requestBody"]
+    assert saved["required"] is False
+    unsaved = doc["paths"]["/connections/test"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert "probe_model" in doc["components"]["schemas"][unsaved]["properties"]
