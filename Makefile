@@ -11,7 +11,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 8000
 AWS_PORT ?= 4566
 FAKE_PORT ?= 8900
-USER ?= alice
+# Who `make token` signs in as: AS=bob (USER=bob too, when given on the command line; the
+# shell's own $$USER is never used). AS is also make's built-in name of the assembler, so
+# its default value is replaced, not kept.
+ifneq ($(filter default undefined,$(origin AS)),)
+ifeq ($(origin USER),command line)
+AS := $(USER)
+else
+AS := alice
+endif
+endif
 ADMIN ?=
 STAGE ?= dev
 
@@ -24,7 +33,7 @@ STAGE ?= dev
 help:
 	@echo "make run      start the whole service locally (API on 127.0.0.1:$(PORT))"
 	@echo "make test     lint, type-check and run every test tier"
-	@echo "make token USER=alice [ADMIN=1]   print a local bearer token (last line)"
+	@echo "make token AS=alice [ADMIN=1]   print a local bearer token (last line)"
 	@echo "make bench    run the benchmarks and write bench/results.md"
 	@echo "make bench-ddblocal  the daily run with DynamoDB on DynamoDB Local (Java 17, npm)"
 	@echo "make fuzz     schemathesis over the OpenAPI document, longer than in make test"
@@ -48,7 +57,7 @@ run: $(STAMP)
 	$(PY) -m devtools.localstack run --port $(PORT) --aws-port $(AWS_PORT) --fake-port $(FAKE_PORT)
 
 token: $(STAMP)
-	@$(PY) -m devtools.token $(USER) $(if $(ADMIN),--admin,)
+	@$(PY) -m devtools.token $(AS) $(if $(ADMIN),--admin,)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -119,7 +128,7 @@ clean:
 	rm -rf $(VENV) .local build .pytest_cache .mypy_cache .ruff_cache
 
 daily: $(STAMP)
-	$(PY) -m devtools.daily daily
+	$(PY) -m devtools.daily daily $(if $(NOW),--now $(NOW),)
 
 alerts: $(STAMP)
 	$(PY) -m devtools.daily alerts

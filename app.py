@@ -2,7 +2,7 @@
 
 import os
 
-from chalice import Chalice, Cron, Rate  # noqa: F401 - Rate is for stages that prefer it
+from chalice import Cron, Rate  # noqa: F401 - Rate is for stages that prefer it
 
 from chalicelib.api import (
     audit,
@@ -24,7 +24,8 @@ from chalicelib.api import (
 # configure_logs=False, and no ``app.debug = ...`` (its setter forces that logger to ERROR and
 # would drop every INFO line). debug stays False, Chalice's default: no stack trace reaches a
 # client in any stage, and a test checks that.
-app = Chalice(app_name="llm-connections", configure_logs=False)
+# Chalice with the current request per thread (see chalicelib.api.http.App).
+app = http.App(app_name="llm-connections", configure_logs=False)
 app.api.binary_types = []
 
 http.install(app)

@@ -17,7 +17,7 @@ from devtools import localenv, localstack
 def _stack_env(aws_port: int | None) -> dict[str, str]:
     fake_port: int | None = None
     if aws_port is None:
-        run_file = localenv.STATE_DIR / "run.json"
+        run_file = localenv.state_dir() / "run.json"
         if not run_file.exists():
             sys.exit("the local stack is not running: start it with `make run`")
         running = json.loads(run_file.read_text())
@@ -112,7 +112,7 @@ def alerts(aws_port: int | None) -> list[str]:
     _stack_env(aws_port)
     sqs = boto3.client("sqs")
     url = queue_url(localenv.INBOX_QUEUE)
-    log = localenv.STATE_DIR / "alerts.jsonl"
+    log = localenv.state_dir() / "alerts.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     while True:
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
@@ -153,7 +153,12 @@ def main() -> None:
         _count_results()
         from chalicelib.services.common import parse_iso
 
-        summary = daily(parse_iso(args.now) if args.now else None)
+        if args.now:
+            from chalicelib.services.common import set_now
+
+            # Everything in this process (dispatch, worker, alerts) reads this clock.
+            set_now(parse_iso(args.now))
+        summary = daily(None)
         if args.json:
             print(json.dumps(summary))
         else:

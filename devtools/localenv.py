@@ -12,6 +12,13 @@ from chalicelib.settings import TABLE_ENV
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".local"
 JWT_DIR = STATE_DIR / "jwt"
+# A stack's own files (run.json, alerts.jsonl): `make run` uses .local; the test suite's stacks
+# use a folder of their own (LLMC_STATE_DIR), so they never touch a running `make run`'s.
+STATE_DIR_ENV = "LLMC_STATE_DIR"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV) or STATE_DIR)
 PREFIX = "llmc-local"
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"

@@ -166,7 +166,11 @@ def run(api_port: int, aws_port: int, fake_port: int) -> None:
     fake = start_fake(fake_port)
     print(f"fake providers on http://127.0.0.1:{fake_port}", flush=True)
     bootstrap(env, log=lambda m: print(m, flush=True))
-    (localenv.STATE_DIR / "run.json").write_text(json.dumps(
+    state = localenv.state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    # This stack's alerts only: `make alerts` keeps a log of what it read from the inbox.
+    (state / "alerts.jsonl").unlink(missing_ok=True)
+    (state / "run.json").write_text(json.dumps(
         {"api": f"http://127.0.0.1:{api_port}", "aws": env["AWS_ENDPOINT_URL"],
          "fake": env["FAKE_PROVIDER_URL"], "pid": os.getpid()}))
     api = start_api(env, api_port)
@@ -192,7 +196,7 @@ def run(api_port: int, aws_port: int, fake_port: int) -> None:
         stop_process(api)
         fake.stop()
         moto.stop()
-        (localenv.STATE_DIR / "run.json").unlink(missing_ok=True)
+        (localenv.state_dir() / "run.json").unlink(missing_ok=True)
 
 
 def main() -> None:

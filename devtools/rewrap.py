@@ -21,7 +21,7 @@ def main() -> None:
     if not args.cloud:
         port = args.aws_port
         if port is None:
-            run = json.loads((localenv.STATE_DIR / "run.json").read_text())
+            run = json.loads((localenv.state_dir() / "run.json").read_text())
             port = int(run["aws"].rsplit(":", 1)[1])
         localstack.apply_env(localenv.environment(port))
     from chalicelib.api.deps import services

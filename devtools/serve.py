@@ -9,6 +9,7 @@ JSON 404 (infra); this launcher does the same locally, then runs the real `chali
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import uuid
@@ -48,6 +49,51 @@ def _patch() -> None:
         self.send_header("Date", self.date_time_string())
 
     local.ChaliceRequestHandler.send_response = send_response  # type: ignore[method-assign]
+
+    with_body = local.ChaliceRequestHandler._send_http_response_with_body
+
+    def send_with_body(self: Any, code: int, headers: Any, body: Any) -> None:
+        if self.command == "HEAD":
+            # A HEAD answer has headers only (RFC 9110 9.3.2): the length it would have had,
+            # no body on the wire.
+            raw = body if isinstance(body, bytes) else str(body).encode()
+            headers = dict(headers)
+            content_type = headers.pop("Content-Type", "application/json")
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(raw)))
+            self.send_header("Content-Type", content_type)
+            self._send_headers(headers)
+            return
+        with_body(self, code, headers, body)
+
+    local.ChaliceRequestHandler._send_http_response_with_body = send_with_body  # type: ignore[method-assign]
+
+    def unknown_method(self: Any) -> None:
+        # TRACE, CONNECT or any verb no route has: API Gateway's JSON 405, in our error
+        # shape, not http.server's 501 HTML page.
+        payload = json.dumps({"error": {
+            "code": "method_not_allowed",
+            "message": f"method {self.command} is not allowed on this path",
+            "request_id": uuid.uuid4().hex}}).encode()
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(405)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    original_getattr = getattr(local.ChaliceRequestHandler, "__getattr__", None)
+
+    def fallback(self: Any, name: str) -> Any:
+        # http.server looks up do_<VERB>; a verb without a handler gets the JSON 405.
+        if name.startswith("do_"):
+            return functools.partial(unknown_method, self)
+        if original_getattr is not None:
+            return original_getattr(self, name)
+        raise AttributeError(name)
+
+    local.ChaliceRequestHandler.__getattr__ = fallback  # type: ignore[attr-defined]
     # socketserver's listen backlog is 5: more clients than that connecting at once (the
     # console's parallel fetches, `make bench`'s 50 clients) are reset by the kernel.
     local.ThreadedHTTPServer.request_queue_size = 128

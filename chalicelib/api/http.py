@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -64,6 +65,26 @@ BASE_HEADERS = {
 # Browsers remember HTTPS-only for a year; only where we are served over HTTPS (a cloud
 # stage behind API Gateway), never on the local stage's plain-HTTP loopback.
 HSTS = "max-age=31536000; includeSubDomains"
+
+
+class _Current(threading.local):
+    request: Request | None = None
+
+
+class App(Chalice):
+    """Chalice, with the current request kept per thread. Chalice keeps it on the app object:
+    one request at a time in Lambda, but `chalice local` serves each request on its own
+    thread, where a view could read another request (its caller, its headers)."""
+
+    _current = _Current()
+
+    @property
+    def current_request(self) -> Request | None:
+        return self._current.request
+
+    @current_request.setter
+    def current_request(self, value: Request | None) -> None:
+        self._current.request = value
 
 
 def _static_file(method: str, path: str) -> bool:
@@ -290,7 +311,7 @@ def view(bp: Blueprint | Chalice, *, auth: bool = True) -> Callable[[Callable[..
                     except errors.Unauthenticated:
                         _audit_denied(request, "authentication")
                         raise
-                    logger.append_keys(user_id=principal.user_id)
+                    logger.thread_safe_append_keys(user_id=principal.user_id)
                 ctx = Ctx(request, _caller_for(request, principal), settings)
                 result = fn(ctx, **kwargs)
                 if isinstance(result, Response):
@@ -352,7 +373,7 @@ def install(app: Chalice) -> None:
     def observe(event: Request, get_response: Callable[[Request], Response]) -> Response:
         started = time.perf_counter()
         rid = request_id_of(event)
-        logger.append_keys(request_id=rid, path=event.path, method=event.method)
+        logger.thread_safe_append_keys(request_id=rid, path=event.path, method=event.method)
         # X-Ray annotations make traces searchable by request id (a no-op outside Lambda).
         tracer().put_annotation(key="request_id", value=rid)
         try:
@@ -378,5 +399,5 @@ def install(app: Chalice) -> None:
             )
             return response
         finally:
-            logger.remove_keys(["request_id", "path", "method", "user_id"])
+            logger.thread_safe_remove_keys(["request_id", "path", "method", "user_id"])
             flush_metrics()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 ERROR_CODES: tuple[str, ...] = (
@@ -245,8 +244,10 @@ class Check:
 
 
 def utc_now_iso() -> str:
-    """Now as ISO 8601 UTC with a ``Z`` suffix, millisecond precision."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now as ISO 8601 UTC with a ``Z`` suffix, millisecond precision (the service's clock)."""
+    from chalicelib.services.common import utcnow
+
+    return utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from chalicelib.services.identity import Principal
 
@@ -29,8 +29,20 @@ class Caller:
 SYSTEM = Caller(Principal(user_id="system:scheduler", is_admin=True), request_id="scheduler")
 
 
+# The service's clock: wall time, or wall time shifted so that it read ``set_now``'s value
+# when that was called (`make daily NOW=...` plays another day; every rule that reads the
+# time, from the due index to reminder alerts, then sees that day).
+_offset = timedelta(0)
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(UTC) + _offset
+
+
+def set_now(now: datetime | None) -> None:
+    """Make ``utcnow()`` read ``now`` from here on (None: back to wall time)."""
+    global _offset
+    _offset = timedelta(0) if now is None else now - datetime.now(UTC)
 
 
 def iso(dt: datetime) -> str:

@@ -25,6 +25,7 @@ class Stack:
     aws_port: int
     fake: str
     proc: subprocess.Popen[bytes]
+    state: str = ""  # the stack's own state folder (never the checkout's .local)
 
     def client(self, user: str, *, admin: bool = False) -> httpx.Client:
         token = make_token(user, admin=admin)
@@ -33,7 +34,7 @@ class Stack:
 
     def run_tool(self, *args: str) -> str:
         """Run a devtools command against this stack (what `make daily` etc. run)."""
-        env = localenv.caller_environment()
+        env = {**localenv.caller_environment(), localenv.STATE_DIR_ENV: self.state}
         out = subprocess.run(
             [sys.executable, "-m", *args, "--aws-port", str(self.aws_port)],
             cwd=localenv.ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -46,7 +47,9 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     api_port, aws_port, fake_port = (localstack.free_port() for _ in range(3))
-    env = localenv.caller_environment()
+    state = tmp_path_factory.mktemp("state")
+    # Its run.json and alerts log go there: a `make run` in this checkout keeps its own.
+    env = {**localenv.caller_environment(), localenv.STATE_DIR_ENV: str(state)}
     # The stack logs every request: into a file, never a pipe nobody reads (a full pipe
     # blocks the server's next write, and the whole stack with it).
     log_path = tmp_path_factory.mktemp("stack") / "stack.log"
@@ -65,7 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         out = log_path.read_text(errors="replace")
         raise RuntimeError(f"stack did not start:\n{out[-4000:]}") from None
     yield Stack(f"http://127.0.0.1:{api_port}", aws_port, f"http://127.0.0.1:{fake_port}",
-                proc)
+                proc, str(state))
     os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(timeout=30)

@@ -103,6 +103,15 @@ def test_daily_run_statuses_history_alerts_and_recovery(stack):
         # before 7 days)
         assert [(ln.split()[1], ln.split()[2]) for ln in new] == [("recovery", ids["failing"])]
         assert api.get(f"/connections/{ids['failing']}").json()["status"] == "active"
+
+        # When a run plays a day more than a week on (make daily NOW=...): the alert rules use
+        # that day too, so the connection still failing gets its reminder
+        later = (datetime.now(UTC) + timedelta(days=8)).isoformat()
+        stack.run_tool("devtools.daily", "daily", "--json", "--now", later)
+        lines4 = [ln for ln in stack.run_tool("devtools.daily", "alerts").splitlines()
+                  if f"owner={user}" in ln]
+        assert [(ln.split()[1], ln.split()[2]) for ln in lines4[len(lines3):]] == [
+            ("reminder", ids["hanging"])]
         assert stack_inbox is not None
 
 

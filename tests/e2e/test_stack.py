@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -84,3 +85,38 @@ def test_response_headers_over_http(stack):
         assert "strict-transport-security" not in resp.headers
         assert "python" not in str(resp.headers).lower()
         assert "chalice" not in str(resp.headers).lower()
+
+
+def test_unknown_verbs_are_a_json_405_and_head_has_no_body(stack):
+    """Issue 16: `chalice local` answered TRACE/CONNECT/unknown verbs with http.server's 501
+    HTML page, and HEAD with a 405 carrying a body."""
+    import socket
+
+    host, port = stack.api.removeprefix("http://").split(":")
+    for verb in ("TRACE", "CONNECT", "BREW"):
+        resp = httpx.request(verb, f"{stack.api}/health", trust_env=False)
+        assert resp.status_code == 405, (verb, resp.text)
+        assert resp.headers["content-type"].startswith("application/json")
+        assert resp.json()["error"]["code"] == "method_not_allowed"
+    # HEAD: the raw bytes on the wire end with the headers
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and body == b"", raw[:400]
+
+
+def test_the_test_stacks_keep_their_state_out_of_the_checkout(stack):
+    """Issue 16: the suite's stack wrote and then deleted the checkout's .local/run.json, so
+    `make daily` said a running `make run` was not running."""
+    from pathlib import Path
+
+    from devtools import localenv
+
+    mine = Path(stack.state) / "run.json"
+    assert json.loads(mine.read_text())["api"] == stack.api
+    checkout = localenv.STATE_DIR / "run.json"
+    if checkout.exists():  # a `make run` of this checkout: its own file, untouched
+        assert json.loads(checkout.read_text())["api"] != stack.api

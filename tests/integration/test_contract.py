@@ -201,3 +201,34 @@ def test_tests_and_invokes_through_the_api_end_inside_the_gateways_timeout(
     assert "timeout_capped_at" not in api.post(f"/connections/{quick}/test", {}).data
     assert "timeout_capped_at" not in api.post(f"/connections/{quick}/invoke",
                                                {"messages": HELLO}).data
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def test_concurrent_requests_keep_their_own_caller_and_log_context(api, app_logs):
+    """Chalice keeps the current request on the app object; `chalice local` serves requests
+    on threads. Under 16 threads x 8 requests each request must see its own caller, and its
+    log line its own request id, path and user."""
+    import json as _json
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = [api.as_user(f"thread-{i}-{uuid.uuid4().hex[:6]}") for i in range(16)]
+    ids = {u.user: u.post("/connections", openai_body(f"mine {u.user}")).data["id"]
+           for u in users}
+
+    def hammer(u: Any) -> list[tuple[str, str]]:
+        seen = []
+        for _ in range(8):
+            resp = u.get("/connections")
+            seen.append((u.user, ",".join(i["id"] for i in resp.data["items"])))
+        return seen
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = [r for rs in pool.map(hammer, users) for r in rs]
+    assert all(listed == ids[user] for user, listed in results), results
+    lines = [_json.loads(x) for x in app_logs().splitlines() if x.startswith("{")]
+    requests = [x for x in lines if x.get("message") == "request" and x.get("method") == "GET"]
+    assert len(requests) >= 16 * 8
+    assert all(x.get("request_id") and x.get("path") == "/connections" and
+               x.get("user_id", "").startswith("thread-") for x in requests), requests[:3]
