@@ -597,7 +597,13 @@ def bench_load(spawn: Callable[..., Any], clients: int, users: int, seconds: flo
                ) -> dict[str, Any]:
     """``clients`` concurrent clients for ``seconds`` against the `make run` stack, started
     as the end-to-end tier starts it; then checks that nothing was lost."""
+    import tempfile
+
     api_port, aws_port, fake_port = (localstack.free_port() for _ in range(3))
+    # Its own state folder (a `make run` keeps its run.json), and no per-user test limit:
+    # this measures throughput, and its few users test far more than 30 times a minute.
+    os.environ[localenv.STATE_DIR_ENV] = tempfile.mkdtemp(prefix="llmc-bench-")
+    os.environ["TESTS_PER_MINUTE"] = "10000"
     spawn("-m", "devtools.localstack", "run", "--port", str(api_port), "--aws-port",
           str(aws_port), "--fake-port", str(fake_port))
     api = f"http://127.0.0.1:{api_port}"

@@ -120,6 +120,9 @@ def _shoot(api: str, fake: str, ids: dict[str, str]) -> None:
 def main() -> None:
     api_port, aws_port, fake_port = (localstack.free_port() for _ in range(3))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # Its own state folder: a `make run` of this checkout keeps its run.json.
+    state = tempfile.mkdtemp(prefix="llmc-shots-")
+    env[localenv.STATE_DIR_ENV] = state
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.localstack", "run", "--port", str(api_port),

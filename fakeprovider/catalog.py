@@ -320,6 +320,9 @@ def make_key(adapter: str, directive: str | None = None, tag: str = "") -> str:
     """
     name = _ADAPTER_ALIASES.get(adapter, adapter)
     key = _KEY_PREFIXES[name] + (tag or "key")
+    if name == "bedrock":
+        key = key.ljust(16, "0")  # an access key id has 16 characters at least
     if directive and directive != "ok":
-        key += f"-fk_{directive}"
+        # An AWS access key id is letters, digits and underscores (the catalogue's pattern).
+        key += f"{'_' if name == 'bedrock' else '-'}fk_{directive}"
     return key

@@ -1002,3 +1002,22 @@ def test_cli_prints_its_url_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_readme_and_make_key_bedrock_keys_pass_the_catalogues_own_pattern():
+    """Issue 16: the README's Bedrock example (and make_key's) had a '-' the catalogue's
+    access key id pattern refuses."""
+    import re as _re
+    from pathlib import Path
+
+    from chalicelib.services.catalogue import SEED_PROVIDERS
+    from fakeprovider import make_key
+
+    bedrock = next(p for p in SEED_PROVIDERS if p["id"] == "bedrock")
+    pattern = next(f["pattern"] for f in bedrock["credential_fields"]
+                   if f["name"] == "access_key_id")
+    readme = (Path(__file__).resolve().parents[2] / "fakeprovider" / "README.md").read_text()
+    examples = _re.findall(r"`(AKIA[A-Za-z0-9_.-]*fk_[A-Za-z0-9_.-]*)`", readme)
+    assert examples
+    for key in [*examples, make_key("bedrock", "429x1", "t1"), make_key("bedrock")]:
+        assert _re.fullmatch(pattern, key), key
