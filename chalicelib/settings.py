@@ -111,6 +111,9 @@ class Settings:
     # The whole of a test or invoke made through the API (retries included): API Gateway ends
     # every request at 29 s, and the user must get our answer, not the gateway's.
     api_call_seconds: int = 25
+    # A test run in the background (POST .../test {"background": true}) by the queue worker:
+    # the connection's own timeout, up to this (the worker's Lambda timeout is 300 s).
+    background_test_seconds: int = 240
     # Requests one test or invoke may send to a provider, retries and listing pages included.
     provider_calls_per_test: int = 8
     # Tests (of saved, unsaved or draft connections, and of credential sets) per user and
@@ -172,6 +175,7 @@ def get_settings() -> Settings:
         daily_owner_share=_int("DAILY_OWNER_SHARE", 5, 1, 500),
         daily_test_timeout_seconds=_int("DAILY_TEST_TIMEOUT_SECONDS", 60, 5, 120),
         api_call_seconds=_int("API_CALL_SECONDS", 25, 5, 28),
+        background_test_seconds=_int("BACKGROUND_TEST_SECONDS", 240, 30, 280),
         provider_calls_per_test=_int("PROVIDER_CALLS_PER_TEST", 8, 2, 50),
         tests_per_minute=_int("TESTS_PER_MINUTE", 30, 1, 10_000),
         max_connections_per_user=_int("MAX_CONNECTIONS_PER_USER", 500, 1, 1_000_000),

@@ -27,7 +27,8 @@ POLICIES: dict[str, dict[str, tuple[str, ...]]] = {
         "table/connections/index/provider-index": ("Query",),
         "table/names": ("PutItem", "DeleteItem"),
         "table/dependents": ("Query", "PutItem", "DeleteItem", "BatchWriteItem"),
-        "table/tests": ("Query", "PutItem"),
+        # GetItem: a background test's state (GET /connections/{id}/tests/{test_id}).
+        "table/tests": ("Query", "PutItem", "GetItem"),
         "table/audit": ("Query", "PutItem"),
         "table/audit/index/action-index": ("Query",),
         "table/audit/index/target-index": ("Query",),
@@ -42,6 +43,8 @@ POLICIES: dict[str, dict[str, tuple[str, ...]]] = {
         "key/secrets": ("GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "Decrypt",
                         "DescribeKey"),
         "topic/alerts": ("Publish", "Subscribe", "Unsubscribe"),
+        # A background test goes to the worker through the work queue.
+        "queue/work": ("SendMessage",),
     },
     # The daily dispatcher: due connections of enabled providers into the work queue.
     "run_daily": {
@@ -55,9 +58,11 @@ POLICIES: dict[str, dict[str, tuple[str, ...]]] = {
     "test_worker": {
         "table/providers": ("GetItem", "Query"),
         # The daily claim lives on the connection: claiming is the UpdateItem that reads it.
-        "table/connections": ("UpdateItem",),
-        # A message's history entries and audit events go out in batches.
-        "table/tests": ("PutItem", "BatchWriteItem"),
+        # GetItem: a background test reads its connection (no claim: not the daily run).
+        "table/connections": ("GetItem", "UpdateItem"),
+        # A message's history entries and audit events go out in batches; GetItem: a
+        # background test's state.
+        "table/tests": ("PutItem", "BatchWriteItem", "GetItem"),
         "table/audit": ("PutItem", "BatchWriteItem"),
         # Run counters, incidents (opened and closed in transactions), digest lines.
         "table/daily": ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query",

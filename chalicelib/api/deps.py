@@ -75,7 +75,8 @@ def services() -> Services:
     alerts = AlertService(sns, settings, provider_name)
     usage = UsageRepository(settings.tables.usage)
     testing = TestingService(connections, providers, repo, TestHistoryRepository(), audit,
-                             settings, on_result=alerts.on_result, usage=usage)
+                             settings, on_result=alerts.on_result, usage=usage,
+                             sqs_factory=lambda: aws.client("sqs"))
     credential_sets = CredentialSetService(connections, repo, audit, settings, cipher, testing)
     subscriptions = SubscriptionService(sns, settings, audit)
     incidents = IncidentService(IncidentRepository(), audit, settings, alerts.publish,

@@ -79,10 +79,14 @@ ROUTE_DOCS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/connections/test"): {"summary": "Test an unsaved configuration",
                                     "request": "UnsavedTest",
                                     "responses": {"200": "TestResult"}},
-    ("POST", "/connections/{connection_id}/test"): {"summary": "Test a saved connection",
-                                                    "request": "TestOptions",
-                                                    "optional_body": True,
-                                                    "responses": {"200": "TestResult"}},
+    ("POST", "/connections/{connection_id}/test"): {
+        "summary": "Test a saved connection (within 25 s; {\"background\": true}: 202, with "
+                   "its own timeout on the worker, to poll)",
+        "request": "TestOptions", "optional_body": True,
+        "responses": {"200": "TestResult", "202": "BackgroundTest"}},
+    ("GET", "/connections/{connection_id}/tests/{test_id}"): {
+        "summary": "A background test: queued, then its result (kept a day)",
+        "responses": {"200": "BackgroundTestResult"}},
     ("GET", "/connections/{connection_id}/tests"): {"summary": "Test history, newest first",
                                                     "paged": True,
                                                     "responses": {"200": _page("TestRecord")}},
@@ -215,8 +219,18 @@ def _static_schemas() -> dict[str, Any]:
             "timeout_capped_at": {"type": "integer", "description": "present when the "
                                   "connection's timeout_seconds is longer than an API request "
                                   "may take: the test stopped at this many seconds"}}},
+        "BackgroundTest": {"type": "object", "properties": {
+            "test_id": _STR, "status": {"enum": ["queued"]}, "connection_id": _STR,
+            "location": _STR}},
+        "BackgroundTestResult": {"type": "object", "properties": {
+            "test_id": _STR, "status": {"enum": ["queued", "active", "warning", "error"]},
+            "queued_or_tested_at": _STR,
+            "result": {"oneOf": [{"type": "null"}, _ref("TestResult")]}}},
         "TestOptions": {"type": "object", "additionalProperties": False,
                         "properties": {"probe_model": {"type": "boolean"},
+                                       "background": {"type": "boolean", "description":
+                                                      "run on the queue worker with the "
+                                                      "connection's own timeout; 202"},
                                        "changes": {"type": "object",
                                                    "description": "a PATCH body to test "
                                                    "before saving it (not recorded)"}}},

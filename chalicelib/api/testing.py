@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint
+from chalice import Blueprint, Response
 
-from chalicelib.api.http import ANY_TYPES, Ctx, services, view
+from chalicelib.api.http import ANY_TYPES, Ctx, json_response, services, view
 
 bp = Blueprint(__name__)
 
@@ -19,8 +19,18 @@ def test_unsaved(ctx: Ctx) -> dict[str, Any]:
 
 @bp.route("/connections/{connection_id}/test", methods=["POST"], content_types=ANY_TYPES)
 @view(bp)
-def test_saved(ctx: Ctx, connection_id: str) -> dict[str, Any]:
-    return services().testing.test_saved(ctx.caller, connection_id, ctx.json(required=False))
+def test_saved(ctx: Ctx, connection_id: str) -> dict[str, Any] | Response:
+    result = services().testing.test_saved(ctx.caller, connection_id,
+                                           ctx.json(required=False))
+    if result.get("status") == "queued":  # {"background": true}: poll its location
+        return json_response(result, 202, {"Location": result["location"]})
+    return result
+
+
+@bp.route("/connections/{connection_id}/tests/{test_id}", methods=["GET"])
+@view(bp)
+def background_test(ctx: Ctx, connection_id: str, test_id: str) -> dict[str, Any]:
+    return services().testing.background_result(ctx.caller, connection_id, test_id)
 
 
 @bp.route("/connections/{connection_id}/tests", methods=["GET"])

@@ -15,6 +15,18 @@ class TestHistoryRepository:
     def add(self, record: TestRecordModel) -> None:
         record.save()
 
+    # A background test's own item: its partition is ``job#<test id>``, never a
+    # connection's, so history pages and stats never see it.
+    def put_job(self, test_id: str, record: TestRecordModel) -> None:
+        record.connection_id, record.sk = f"job#{test_id}", "job"
+        record.save()
+
+    def get_job(self, test_id: str) -> TestRecordModel | None:
+        try:
+            return TestRecordModel.get(f"job#{test_id}", "job", consistent_read=True)
+        except TestRecordModel.DoesNotExist:
+            return None
+
     def add_many(self, records: Sequence[TestRecordModel]) -> None:
         """Write many records with BatchWriteItem (unprocessed items resent until written)."""
         put_all(lambda: TestRecordModel.batch_write(auto_commit=False),

@@ -527,6 +527,9 @@ class DailyRun:
                     if isinstance(doc, dict) and "digest" in doc and self._digests is not None:
                         await asyncio.to_thread(self._digests.send, str(doc["digest"]))
                         return
+                    if isinstance(doc, dict) and isinstance(doc.get("background_test"), dict):
+                        await self._testing.run_background(doc["background_test"], client)
+                        return
                     if not isinstance(doc, dict) or not isinstance(doc["connection_ids"], list):
                         raise TypeError("connection_ids")
                     str(doc["run_date"])
@@ -534,8 +537,9 @@ class DailyRun:
                     logger.error("malformed daily message", extra={"message_id": mid})
                     failed.append(mid)
                     return
-                except Exception:  # noqa: BLE001 - the digest message comes back
-                    logger.exception("digest sending failed", extra={"message_id": mid})
+                except Exception:  # noqa: BLE001 - the message comes back
+                    logger.exception("work message failed (a digest or a background test)",
+                                     extra={"message_id": mid})
                     failed.append(mid)
                     return
                 if not await self.one_message(mid, doc, stats, client, limits, overall,

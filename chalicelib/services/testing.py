@@ -14,7 +14,7 @@ from chalicelib.data.models import AuditModel, ConnectionModel, ProviderModel, T
 from chalicelib.data.paging import BadCursor
 from chalicelib.data.tests_repo import TestHistoryRepository
 from chalicelib.data.usage_repo import UsageRepository
-from chalicelib.errors import InvalidInput, RateLimited, Unprocessable
+from chalicelib.errors import InvalidInput, NotFound, RateLimited, Unprocessable
 from chalicelib.observability import logger, metrics
 from chalicelib.providers.base import warning_dicts
 from chalicelib.services.audit import AuditService
@@ -28,6 +28,9 @@ from chalicelib.settings import Settings
 class TestOptions(Strict):
     __test__ = False
     probe_model: bool = False
+    # Run with the connection's own timeout (up to BACKGROUND_TEST_SECONDS) on the queue
+    # worker: 202 with a test id to poll, instead of a result capped at the API's 25 s.
+    background: bool = False
     # Proposed changes (a PATCH body) to test before saving them; the result is not recorded.
     changes: dict[str, Any] | None = None
 
@@ -86,8 +89,10 @@ class TestingService:
         settings: Settings,
         on_result: Callable[[ConnectionModel, dict[str, Any], str], None] | None = None,
         usage: UsageRepository | None = None,
+        sqs_factory: Callable[[], Any] | None = None,
     ) -> None:
         self._usage = usage
+        self._sqs = sqs_factory
         self._connections = connections
         self._providers = providers
         self._repo = repo
@@ -184,6 +189,8 @@ class TestingService:
         if item.needs_credentials or item.sealed is None:
             raise Unprocessable("this connection has no credentials yet; supply them first",
                                 field="credentials", code="needs_credentials")
+        if options.background:
+            return self._queue_background(caller, item, options.probe_model)
         prepared = self.prepare(item)
         if prepared.target is None:
             result = self.disabled_outcome(item.provider)
@@ -191,6 +198,68 @@ class TestingService:
             result = self.run_for_api(prepared.target, options.probe_model)
         self.record(item, result, trigger="manual", caller=caller)
         return result
+
+    # background tests ---------------------------------------------------------------------
+
+    def _queue_background(self, caller: Caller, item: ConnectionModel,
+                          probe: bool) -> dict[str, Any]:
+        import json
+
+        if self._sqs is None:
+            raise Unprocessable("background tests are not available here", field="background")
+        test_id = f"test_{pysecrets.token_urlsafe(12)}"
+        now = utcnow()
+        self._history.put_job(test_id, TestRecordModel(
+            connection_id="", sk="", owner=item.owner, tested_at=iso(now), trigger="manual",
+            status="queued", result={"connection_id": item.id},
+            expires_at=now + timedelta(days=1)))
+        self._sqs().send_message(QueueUrl=self._settings.work_queue_url, MessageBody=json.dumps(
+            {"background_test": {"test_id": test_id, "connection_id": item.id,
+                                 "user_id": caller.user_id, "admin": caller.is_admin,
+                                 "probe_model": probe}}))
+        return {"test_id": test_id, "status": "queued", "connection_id": item.id,
+                "location": f"/connections/{item.id}/tests/{test_id}"}
+
+    async def run_background(self, job: dict[str, Any], client: Any = None) -> None:
+        """The queue worker's side: test with the connection's own timeout (up to the
+        setting), record it as any manual test, and complete the job the caller polls."""
+        import asyncio
+        import dataclasses
+
+        from chalicelib.providers.runner import test_target
+        from chalicelib.services.identity import Principal
+
+        test_id, cid = str(job["test_id"]), str(job["connection_id"])
+        record = await asyncio.to_thread(self._history.get_job, test_id)
+        item = await asyncio.to_thread(self._repo.get, cid)
+        if record is None or item is None or record.status != "queued":
+            return  # expired, deleted, or already run (a redelivered message)
+        caller = Caller(Principal(user_id=str(job["user_id"]), is_admin=bool(job["admin"])),
+                        request_id=test_id)
+        prepared = await asyncio.to_thread(self.prepare, item)
+        if prepared.target is None:
+            result = self.disabled_outcome(item.provider)
+        else:
+            cap = float(self._settings.background_test_seconds)
+            target = prepared.target
+            if target.timeout_seconds > cap:
+                target = dataclasses.replace(target, timeout_seconds=cap)
+            result = (await test_target(target, probe_model=bool(job.get("probe_model")),
+                                        client=client)).to_dict()
+        await asyncio.to_thread(self.record, item, result, trigger="manual", caller=caller)
+        record.status, record.result = result["status"], {"connection_id": cid, **result}
+        record.tested_at = result.get("tested_at") or iso(utcnow())
+        await asyncio.to_thread(self._history.put_job, test_id, record)
+
+    def background_result(self, caller: Caller, connection_id: str,
+                          test_id: str) -> dict[str, Any]:
+        item = self._connections.get(caller, connection_id)
+        record = self._history.get_job(test_id) if test_id.startswith("test_") else None
+        if record is None or (record.result or {}).get("connection_id") != item.id:
+            raise NotFound("no such test of this connection (they are kept for a day)")
+        result = {k: v for k, v in (record.result or {}).items() if k != "connection_id"}
+        return {"test_id": test_id, "status": record.status, "queued_or_tested_at":
+                record.tested_at, "result": result or None}
 
     def _test_draft(self, caller: Caller, item: ConnectionModel,
                     options: TestOptions) -> dict[str, Any]:

@@ -232,3 +232,72 @@ def test_concurrent_requests_keep_their_own_caller_and_log_context(api, app_logs
     assert len(requests) >= 16 * 8
     assert all(x.get("request_id") and x.get("path") == "/connections" and
                x.get("user_id", "").startswith("thread-") for x in requests), requests[:3]
+
+
+def test_a_long_test_runs_in_the_background_with_its_own_timeout(api, fake_provider,
+                                                                 monkeypatch):
+    """Issue 16 (2): a connection whose timeout is longer than an API request may take can
+    be tested in full on the queue worker: 202 with a test id, then its result to poll."""
+    import json as _json
+
+    import chalicelib.providers.runner as runner
+    from chalicelib.api import events
+    from chalicelib.data import aws
+    from tests.integration.test_invoke import create
+
+    budgets: list[float] = []
+    real = runner.test_target
+
+    async def spy(target: Any, **kwargs: Any) -> Any:
+        budgets.append(target.timeout_seconds)
+        return await real(target, **kwargs)
+
+    monkeypatch.setattr(runner, "test_target", spy)
+    # The message goes to a private queue here (the session's work queue is shared)
+    sqs = aws.client("sqs")
+    url = sqs.create_queue(QueueName=f"bg-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    from chalicelib.api.deps import services
+
+    svc = services()
+    import dataclasses
+
+    monkeypatch.setattr(svc.testing, "_settings",
+                        dataclasses.replace(svc.testing._settings, work_queue_url=url))
+    cid, _ = create(api, fake_provider, settings={"timeout_seconds": 120})
+
+    queued = api.post(f"/connections/{cid}/test", {"background": True})
+    assert queued.status_code == 202, queued.data
+    test_id = queued.data["test_id"]
+    assert queued.headers["Location"] == f"/connections/{cid}/tests/{test_id}"
+    polled = api.get(f"/connections/{cid}/tests/{test_id}")
+    assert polled.status_code == 200 and polled.data["status"] == "queued"
+    assert polled.data["result"] is None
+    # Another user cannot poll it
+    assert api.as_user(f"x-{uuid.uuid4().hex[:6]}").get(
+        f"/connections/{cid}/tests/{test_id}").status_code == 404
+
+    # When the worker takes the message
+    msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"]
+    assert _json.loads(msgs[0]["Body"])["background_test"]["test_id"] == test_id
+    assert events.test_batch([(msgs[0]["MessageId"], msgs[0]["Body"])]) == {
+        "batchItemFailures": []}
+
+    # Then it ran with the connection's own 120 s, and its result is there and in history
+    assert budgets == [120.0]
+    done = api.get(f"/connections/{cid}/tests/{test_id}").data
+    assert done["status"] == "active" and done["result"]["status"] == "active"
+    history = api.get(f"/connections/{cid}/tests").data["items"]
+    assert [(h["trigger"], h["status"]) for h in history] == [("manual", "active")]
+    # A redelivered message does not test again
+    events.test_batch([(msgs[0]["MessageId"], msgs[0]["Body"])])
+    assert budgets == [120.0]
+
+
+@pytest.mark.parametrize("name", ["   ", "\t", " \u3000 "])
+def test_a_name_of_only_whitespace_is_a_400_naming_it_on_create_and_patch(api, name):
+    created = api.post("/connections", openai_body(name))
+    assert created.status_code == 400 and created.data["error"]["field"] == "name"
+    cid = api.post("/connections", openai_body(f"named {uuid.uuid4().hex[:6]}")).data["id"]
+    patched = api.patch(f"/connections/{cid}", {"name": name})
+    assert patched.status_code == 400 and patched.data["error"]["field"] == "name"
+    assert api.get(f"/connections/{cid}").data["name"].startswith("named ")
