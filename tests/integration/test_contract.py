@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import openai_body
 from tests.support.builders import provider_body
+from tests.support.spies import spy_budgets
 
 pytestmark = pytest.mark.integration
 
@@ -174,18 +175,9 @@ def test_every_refused_attempt_is_audited(api):
 
 def test_tests_and_invokes_through_the_api_end_inside_the_gateways_timeout(
         api, fake_provider, monkeypatch):
-    import chalicelib.providers.runner as runner
     from tests.integration.test_invoke import HELLO, create
 
-    budgets: list[float] = []
-    for name in ("test_target", "invoke_target"):
-        real = getattr(runner, name)
-
-        async def spy(target: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
-            budgets.append(target.timeout_seconds)
-            return await _real(target, *args, **kwargs)
-
-        monkeypatch.setattr(runner, name, spy)
+    budgets = spy_budgets(monkeypatch, "test_target", "invoke_target")
     # A connection whose own timeout is 120 s (allowed: the daily run has its own cap)
     cid, _ = create(api, fake_provider, settings={"timeout_seconds": 120})
     tested = api.post(f"/connections/{cid}/test", {})
@@ -240,19 +232,11 @@ def test_a_long_test_runs_in_the_background_with_its_own_timeout(api, fake_provi
     be tested in full on the queue worker: 202 with a test id, then its result to poll."""
     import json as _json
 
-    import chalicelib.providers.runner as runner
     from chalicelib.api import events
     from chalicelib.data import aws
     from tests.integration.test_invoke import create
 
-    budgets: list[float] = []
-    real = runner.test_target
-
-    async def spy(target: Any, **kwargs: Any) -> Any:
-        budgets.append(target.timeout_seconds)
-        return await real(target, **kwargs)
-
-    monkeypatch.setattr(runner, "test_target", spy)
+    budgets = spy_budgets(monkeypatch)
     # The message goes to a private queue here (the session's work queue is shared)
     sqs = aws.client("sqs")
     url = sqs.create_queue(QueueName=f"bg-{uuid.uuid4().hex[:8]}")["QueueUrl"]

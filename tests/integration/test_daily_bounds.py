@@ -17,6 +17,7 @@ import pytest
 
 from tests.integration.test_daily_faults import make_conn, svc, today  # noqa: F401
 from tests.support.builders import caller, unique
+from tests.support.spies import spy_budgets
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +93,6 @@ def test_one_owners_hanging_connections_do_not_hold_another_owners_test(
 
 def test_a_daily_test_never_gets_more_than_the_daily_budget(svc, fake_provider,  # noqa: F811
                                                             monkeypatch):
-    import chalicelib.providers.runner as runner
     from chalicelib.providers.netguard import guarded_client
     from chalicelib.services.daily import RunStats
 
@@ -100,14 +100,7 @@ def test_a_daily_test_never_gets_more_than_the_daily_budget(svc, fake_provider, 
     cid, _ = make_conn(svc, fake_provider, user)
     svc.connections.update(caller(user), cid,
                            {"settings": {"timeout_seconds": 300, "max_retries": 0}}, None)
-    budgets: list[float] = []
-    real = runner.test_target
-
-    async def spy(target: Any, **kwargs: Any) -> Any:
-        budgets.append(target.timeout_seconds)
-        return await real(target, **kwargs)
-
-    monkeypatch.setattr(runner, "test_target", spy)
+    budgets = spy_budgets(monkeypatch)
     run = _run(svc)
 
     async def scenario() -> None:
