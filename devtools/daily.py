@@ -35,33 +35,42 @@ def queue_url(name: str) -> str:
     return str(boto3.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
 
 
+def feed_once(sqs: Any, url: str, wait_seconds: int = 1) -> tuple[int, int]:
+    """One receive of up to 10 messages handed to the worker handler, as Lambda's event
+    source mapping does: (messages, failed ones). A failed message is released at once
+    (Lambda would wait for the visibility timeout); after the configured receives SQS moves it
+    to the dead-letter queue."""
+    from chalicelib.api import events
+
+    msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                               WaitTimeSeconds=wait_seconds,
+                               AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
+    if not msgs:
+        return 0, 0
+    result = events.test_batch([(m["MessageId"], m["Body"]) for m in msgs])
+    failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+    for m in msgs:
+        if m["MessageId"] in failed:
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"],
+                                          VisibilityTimeout=0)
+        else:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return len(msgs), len(failed)
+
+
 def drain(max_rounds: int = 10_000) -> dict[str, Any]:
     """Feed the work queue to the worker handler until it is empty, like Lambda would."""
     import boto3
-
-    from chalicelib.api import events
 
     sqs = boto3.client("sqs")
     url = queue_url(localenv.WORK_QUEUE)
     batches = failed_messages = 0
     for _ in range(max_rounds):
-        resp = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                   AttributeNames=["ApproximateReceiveCount"])
-        msgs = resp.get("Messages", [])
-        if not msgs:
+        got, failed = feed_once(sqs, url)
+        if not got:
             break
         batches += 1
-        result = events.test_batch([(m["MessageId"], m["Body"]) for m in msgs])
-        failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-        failed_messages += len(failed)
-        for m in msgs:
-            if m["MessageId"] in failed:
-                # Back to the queue at once (Lambda would wait for the visibility timeout);
-                # after the configured receives SQS moves it to the dead-letter queue.
-                sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"],
-                                              VisibilityTimeout=0)
-            else:
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        failed_messages += failed
     dlq = sqs.get_queue_attributes(QueueUrl=queue_url(localenv.DEAD_LETTER_QUEUE),
                                    AttributeNames=["ApproximateNumberOfMessages"])
     return {"batches": batches, "failed_deliveries": failed_messages,
@@ -89,6 +98,10 @@ def daily(now: Any = None) -> dict[str, Any]:
 
 
 _RESULTS: Counter[str] = Counter()
+# A file in the stack's state folder: while it exists, the stack's worker receives nothing.
+WORKER_PAUSE = "worker.pause"
+# Longer than one receive's wait (1 s): a receive begun before the pause has ended.
+PAUSE_SETTLE_SECONDS = 1.5
 
 
 def _count_results() -> None:
@@ -151,6 +164,12 @@ def main() -> None:
     if args.command == "daily":
         _stack_env(args.aws_port)
         _count_results()
+        # The stack's own queue worker (devtools.worker) pauses while this run drains the
+        # queue itself, so every message of the run is handled here, on this run's clock.
+        pause = localenv.state_dir() / WORKER_PAUSE
+        pause.parent.mkdir(parents=True, exist_ok=True)
+        pause.touch()
+        time.sleep(PAUSE_SETTLE_SECONDS)
         from chalicelib.services.common import parse_iso
 
         if args.now:
@@ -158,7 +177,10 @@ def main() -> None:
 
             # Everything in this process (dispatch, worker, alerts) reads this clock.
             set_now(parse_iso(args.now))
-        summary = daily(None)
+        try:
+            summary = daily(None)
+        finally:
+            pause.unlink(missing_ok=True)
         if args.json:
             print(json.dumps(summary))
         else:

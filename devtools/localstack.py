@@ -170,14 +170,20 @@ def run(api_port: int, aws_port: int, fake_port: int) -> None:
     state.mkdir(parents=True, exist_ok=True)
     # This stack's alerts only: `make alerts` keeps a log of what it read from the inbox.
     (state / "alerts.jsonl").unlink(missing_ok=True)
+    (state / "worker.pause").unlink(missing_ok=True)
     (state / "run.json").write_text(json.dumps(
         {"api": f"http://127.0.0.1:{api_port}", "aws": env["AWS_ENDPOINT_URL"],
          "fake": env["FAKE_PROVIDER_URL"], "pid": os.getpid()}))
     api = start_api(env, api_port)
+    # The queue's consumer, as Lambda's event source mapping is in the cloud.
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "devtools.worker", "--aws-port", str(aws_port),
+         "--fake-port", str(fake_port)], cwd=ROOT, env={**os.environ, **env},
+        start_new_session=True)
     print(
         f"\nLLM Connections API on http://127.0.0.1:{api_port}  (Ctrl-C stops everything)\n"
         f"  health:  curl http://127.0.0.1:{api_port}/health\n"
-        f"  a token: make token USER=alice        (ADMIN=1 for an admin)\n"
+        f"  a token: make token AS=alice        (ADMIN=1 for an admin)\n"
         f"  fake providers for testing connections: {env['FAKE_PROVIDER_URL']}\n",
         flush=True,
     )
@@ -194,6 +200,7 @@ def run(api_port: int, aws_port: int, fake_port: int) -> None:
         print("\nstopping...", flush=True)
     finally:
         stop_process(api)
+        stop_process(worker)
         fake.stop()
         moto.stop()
         (localenv.state_dir() / "run.json").unlink(missing_ok=True)

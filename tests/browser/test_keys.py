@@ -155,3 +155,17 @@ def test_the_keys_section_fits_360_px(browser, stack, api_as):
         assert not c.errors, c.errors
     finally:
         ctx.close()
+
+
+def test_a_connection_allowed_more_than_30_s_is_tested_in_the_background(console: Console,
+                                                                        api_as):
+    """Issue 16 (2) in the console: "Test now" on a connection whose timeout is 60 s runs the
+    test on the worker with that timeout, says so, and shows its result when it is done."""
+    me = user()
+    conn = api_connection(api_as(me), console.stack, settings={"timeout_seconds": 60})
+    page = open_detail(console, me, conn["id"])
+    page.get_by_role("button", name="Test now").click()
+    page.get_by_text("Testing in the background (timeout 60 s)").wait_for()
+    page.locator("[data-result-status]").first.wait_for(timeout=60_000)
+    assert page.locator("[data-result-status]").first.get_attribute(
+        "data-result-status") == "active"

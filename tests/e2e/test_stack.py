@@ -120,3 +120,32 @@ def test_the_test_stacks_keep_their_state_out_of_the_checkout(stack):
     checkout = localenv.STATE_DIR / "run.json"
     if checkout.exists():  # a `make run` of this checkout: its own file, untouched
         assert json.loads(checkout.read_text())["api"] != stack.api
+
+
+def test_a_long_test_runs_in_the_background_on_the_stacks_worker(stack):
+    """Issue 16 (2): `make run` feeds the work queue to the worker as Lambda would, so a
+    background test of a connection allowed 60 s completes and can be polled."""
+    import time
+
+    from tests.support.fakes import fake_key
+
+    with stack.client(f"e2e-bg-{uuid.uuid4().hex[:6]}") as api:
+        made = api.post("/connections", json={
+            "name": "long one", "provider": "custom", "base_url": f"{stack.fake}/openai/v1",
+            "credentials": {"api_key": fake_key("openai")}, "default_model": "gpt-4o",
+            "settings": {"timeout_seconds": 60}})
+        assert made.status_code == 201, dump(made)
+        cid = made.json()["id"]
+        queued = api.post(f"/connections/{cid}/test", json={"background": True})
+        assert queued.status_code == 202, dump(queued)
+        location = queued.headers["location"]
+        state = {"status": "queued"}
+        for _ in range(120):  # polling, as a client would; no time is asserted
+            state = api.get(location).json()
+            if state["status"] != "queued":
+                break
+            time.sleep(0.5)
+        assert state["status"] == "active", state
+        assert state["result"]["checks"]["connectivity"]["ok"] is True
+        history = api.get(f"/connections/{cid}/tests").json()["items"]
+        assert [h["trigger"] for h in history] == ["manual"]

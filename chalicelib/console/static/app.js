@@ -176,6 +176,20 @@ class ApiError extends Error {
   }
 }
 
+// A test run by the queue worker with the connection's own timeout: queue it, then poll its
+// state until it has a result (or the page is left).
+async function backgroundTest(id, timeout, alive) {
+  const queued = await api('POST', `/connections/${id}/test`, { body: { background: true } });
+  const deadline = Date.now() + (timeout + 60) * 1000;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    if (!alive()) return null;
+    const state = await api('GET', `/connections/${id}/tests/${queued.test_id}`);
+    if (state.status !== 'queued') return state.result;
+  }
+  throw new ApiError(0, { error: { code: 'timeout', message: 'The background test has not finished yet; its result will appear in the test history.' } });
+}
+
 async function api(method, path, { body, headers = {}, raw = false } = {}) {
   const init = { method, headers: { Accept: 'application/json', ...headers }, cache: 'no-store', credentials: 'omit' };
   if (session) init.headers.Authorization = `Bearer ${session.token}`;
@@ -961,11 +975,16 @@ async function viewDetail({ mount, alive }, id) {
   const badge = h('span', {}, statusBadge(conn.status));
   const problems = h('div', {}, troubleshooting(conn.error, conn.warnings));
   const testBtn = h('button', { type: 'button', class: 'primary', id: 'btn-test-now' }, 'Test now');
+  // A request through the API ends within 25 s; a connection allowed more than the default
+  // 30 s is tested in the background with its own timeout, and the page waits for it.
+  const timeout = Number((conn.settings || {}).timeout_seconds) || 30;
+  const inBackground = timeout > 30;
   testBtn.addEventListener('click', async () => {
     testBtn.disabled = true;
-    testOut.replaceChildren(spinner('Testing…'));
+    testOut.replaceChildren(spinner(inBackground ? `Testing in the background (timeout ${timeout} s)…` : 'Testing…'));
     try {
-      const r = await api('POST', `/connections/${id}/test`, { body: {} });
+      const r = inBackground ? await backgroundTest(id, timeout, alive) : await api('POST', `/connections/${id}/test`, { body: {} });
+      if (!r) return;
       if (!alive()) return;
       // The result carries its own troubleshooting; the page-level panel would repeat it.
       problems.replaceChildren();
