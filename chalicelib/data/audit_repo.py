@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,7 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.data.batch import put_all
 from chalicelib.data.models import AuditModel
-from chalicelib.data.paging import Page, decode_cursor, encode_cursor
+from chalicelib.data.paging import Page, query_page
 
 
 class AuditRepository:
@@ -42,17 +43,8 @@ class AuditRepository:
             scope, source, key = f"action:{action}", AuditModel.action_index, action
         else:
             scope, source, key = f"actor:{actor}", AuditModel, actor or ""
-        start = decode_cursor(cursor, scope)
         kwargs: dict[str, Any] = {}
         if actor and (target or action):
             kwargs["filter_condition"] = AuditModel.actor == actor
-        result = source.query(
-            key,
-            scan_index_forward=False,
-            limit=limit,
-            page_size=limit,
-            last_evaluated_key=start,
-            **kwargs,
-        )
-        items = list(result)
-        return Page(items, encode_cursor(result.last_evaluated_key, scope))
+        return query_page(functools.partial(source.query, key), scope, cursor=cursor,
+                          limit=limit, scan_index_forward=False, **kwargs)

@@ -8,6 +8,7 @@ crossing the threshold together open one incident.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,7 @@ from pynamodb.expressions.update import Action
 
 from chalicelib.data.connections_repo import _reasons, _txn
 from chalicelib.data.models import AuditModel, IncidentModel, OpenIncidentModel, ProviderRunModel
-from chalicelib.data.paging import Page, decode_cursor, encode_cursor
+from chalicelib.data.paging import Page, query_page
 
 # About 7 KB of ids: the item is updated once per message of its provider, and every update
 # pays for the whole item (1 WRU per KB), on one partition key.
@@ -139,8 +140,6 @@ class IncidentRepository:
         scope = "incidents" + (":catalogue" if catalogue_only else "")
         only: Condition | None = IncidentModel.base_url.does_not_exist() \
             if catalogue_only else None
-        result = IncidentModel.query("incident", scan_index_forward=False, limit=limit,
-                                     page_size=limit, filter_condition=only,
-                                     last_evaluated_key=decode_cursor(cursor, scope))
-        items = list(result)
-        return Page(items, encode_cursor(result.last_evaluated_key, scope))
+        return query_page(functools.partial(IncidentModel.query, "incident"), scope,
+                          cursor=cursor, limit=limit, scan_index_forward=False,
+                          filter_condition=only)

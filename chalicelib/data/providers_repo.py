@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import builtins
+import functools
 
 from pynamodb.exceptions import DeleteError, PutError
 
 from chalicelib.data.models import ProviderModel
-from chalicelib.data.paging import Page, decode_cursor, encode_cursor
+from chalicelib.data.paging import Page, query_page
 
 PARTITION = "provider"
 
@@ -32,12 +33,8 @@ class ProviderRepository:
             return None
 
     def list(self, *, cursor: str | None, limit: int) -> Page[ProviderModel]:
-        result = ProviderModel.query(
-            PARTITION, limit=limit, page_size=limit,
-            last_evaluated_key=decode_cursor(cursor, "providers"),
-        )
-        items = list(result)
-        return Page(items, encode_cursor(result.last_evaluated_key, "providers"))
+        return query_page(functools.partial(ProviderModel.query, PARTITION), "providers",
+                          cursor=cursor, limit=limit)
 
     def all(self) -> builtins.list[ProviderModel]:
         return list(ProviderModel.query(PARTITION))

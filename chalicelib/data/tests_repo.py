@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 
 from chalicelib.data.batch import put_all
 from chalicelib.data.models import TestRecordModel
-from chalicelib.data.paging import Page, decode_cursor, encode_cursor
+from chalicelib.data.paging import Page, query_page
 
 
 class TestHistoryRepository:
@@ -34,13 +35,9 @@ class TestHistoryRepository:
 
     def page(self, connection_id: str, *, cursor: str | None, limit: int
              ) -> Page[TestRecordModel]:
-        scope = f"tests:{connection_id}"
-        result = TestRecordModel.query(
-            connection_id, scan_index_forward=False, limit=limit, page_size=limit,
-            last_evaluated_key=decode_cursor(cursor, scope),
-        )
-        items = list(result)
-        return Page(items, encode_cursor(result.last_evaluated_key, scope))
+        return query_page(functools.partial(TestRecordModel.query, connection_id),
+                          f"tests:{connection_id}", cursor=cursor, limit=limit,
+                          scan_index_forward=False)
 
     def since(self, connection_id: str, since_iso: str, cap: int = 5000
               ) -> Iterator[TestRecordModel]:
