@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,5 +45,6 @@ class AuditRepository:
         kwargs: dict[str, Any] = {}
         if actor and (target or action):
             kwargs["filter_condition"] = AuditModel.actor == actor
-        return query_page(functools.partial(source.query, key), scope, cursor=cursor,
-                          limit=limit, scan_index_forward=False, **kwargs)
+        return query_page(lambda start: source.query(
+            key, scan_index_forward=False, limit=limit, page_size=limit,
+            last_evaluated_key=start, **kwargs), scope, cursor=cursor)

@@ -8,7 +8,6 @@ crossing the threshold together open one incident.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -140,6 +139,6 @@ class IncidentRepository:
         scope = "incidents" + (":catalogue" if catalogue_only else "")
         only: Condition | None = IncidentModel.base_url.does_not_exist() \
             if catalogue_only else None
-        return query_page(functools.partial(IncidentModel.query, "incident"), scope,
-                          cursor=cursor, limit=limit, scan_index_forward=False,
-                          filter_condition=only)
+        return query_page(lambda start: IncidentModel.query(
+            "incident", scan_index_forward=False, limit=limit, page_size=limit,
+            filter_condition=only, last_evaluated_key=start), scope, cursor=cursor)

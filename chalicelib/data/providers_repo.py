@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import functools
 
 from pynamodb.exceptions import DeleteError, PutError
 
@@ -33,8 +32,9 @@ class ProviderRepository:
             return None
 
     def list(self, *, cursor: str | None, limit: int) -> Page[ProviderModel]:
-        return query_page(functools.partial(ProviderModel.query, PARTITION), "providers",
-                          cursor=cursor, limit=limit)
+        return query_page(lambda start: ProviderModel.query(
+            PARTITION, limit=limit, page_size=limit, last_evaluated_key=start),
+            "providers", cursor=cursor)
 
     def all(self) -> builtins.list[ProviderModel]:
         return list(ProviderModel.query(PARTITION))

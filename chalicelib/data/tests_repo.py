@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 
 from chalicelib.data.batch import put_all
@@ -35,9 +34,9 @@ class TestHistoryRepository:
 
     def page(self, connection_id: str, *, cursor: str | None, limit: int
              ) -> Page[TestRecordModel]:
-        return query_page(functools.partial(TestRecordModel.query, connection_id),
-                          f"tests:{connection_id}", cursor=cursor, limit=limit,
-                          scan_index_forward=False)
+        return query_page(lambda start: TestRecordModel.query(
+            connection_id, scan_index_forward=False, limit=limit, page_size=limit,
+            last_evaluated_key=start), f"tests:{connection_id}", cursor=cursor)
 
     def since(self, connection_id: str, since_iso: str, cap: int = 5000
               ) -> Iterator[TestRecordModel]:

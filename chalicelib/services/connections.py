@@ -175,6 +175,18 @@ class ConnectionService:
     def get(self, caller: Caller, connection_id: str) -> ConnectionModel:
         """Load a connection the caller may act on; anything else is the same 404."""
         item = self._repo.get(connection_id) if _plausible_id(connection_id) else None
+        return self._authorized(caller, connection_id, item)
+
+    def get_with_provider(self, caller: Caller, connection_id: str,
+                          provider_id: str) -> tuple[ConnectionModel, Any]:
+        """``get``, and a catalogue entry read in the same request (one round trip)."""
+        if not _plausible_id(connection_id):
+            raise NotFound("connection not found")
+        item, provider = self._repo.get_with_provider(connection_id, provider_id)
+        return self._authorized(caller, connection_id, item), provider
+
+    def _authorized(self, caller: Caller, connection_id: str,
+                    item: ConnectionModel | None) -> ConnectionModel:
         if item is None:
             raise NotFound("connection not found")
         if item.owner != caller.user_id and not caller.is_admin:

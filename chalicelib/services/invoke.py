@@ -179,11 +179,28 @@ class InvokeService:
         self._settings = settings
         self.secrets = TTLCache(capacity=512, ttl_seconds=min(300, settings.invoke_cache_seconds))
         self._activity_written: dict[str, float] = {}
+        self._provider_of: dict[str, str] = {}
+
+    def _read(self, caller: Caller, connection_id: str
+              ) -> tuple[ConnectionModel, ProviderModel | None]:
+        """The connection and its provider, never cached: an admin disabling or deleting a
+        provider, or changing its URL, holds from the next request in every warm Lambda.
+        Warm (the provider this connection had last time is known), both come in one
+        strongly consistent read; cold, or after its provider changed, in two."""
+        hint = self._provider_of.get(connection_id)
+        if hint is not None:
+            item, provider = self._connections.get_with_provider(caller, connection_id, hint)
+            if item.provider != hint:
+                provider = self._provider(item.provider)
+        else:
+            item = self._connections.get(caller, connection_id)
+            provider = self._provider(item.provider)
+        if len(self._provider_of) >= 4096:
+            self._provider_of.clear()
+        self._provider_of[connection_id] = item.provider
+        return item, provider
 
     def _provider(self, provider_id: str) -> ProviderModel | None:
-        # Read on every invoke (one small strongly consistent GetItem, no cache): an admin
-        # disabling or deleting a provider, or changing its URL, holds from the next request
-        # in every warm Lambda.
         return self._providers.get_model(provider_id, consistent=True)
 
     def _secrets(self, item: ConnectionModel, cs: CredentialSet,
@@ -208,7 +225,7 @@ class InvokeService:
         from chalicelib.providers.runner import invoke_target, run_sync, stream_target
 
         req = parse(InvokeRequest, body)
-        item = self._connections.get(caller, connection_id)
+        item, provider = self._read(caller, connection_id)
         if item.owner != caller.user_id:
             # An admin spending another user's credentials and quota: say so in the trail.
             self._audit.record(caller, "connection.invoke", f"connection:{item.id}",
@@ -216,7 +233,6 @@ class InvokeService:
         if item.needs_credentials or item.sealed is None:
             raise Unprocessable("this connection has no credentials yet; supply them first",
                                 field="credentials", code="needs_credentials")
-        provider = self._provider(item.provider)
         if provider is None or not provider.enabled:
             raise Unprocessable(f"provider {item.provider!r} is disabled",
                                 field="provider", code="provider_disabled")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -143,8 +142,9 @@ class SubscriptionService:
     def list(self, caller: Caller, *, cursor: str | None = None,
              limit: int = 50) -> Page[dict[str, Any]]:
         try:
-            page = query_page(functools.partial(SubscriptionModel.query, caller.user_id),
-                              f"subscriptions:{caller.user_id}", cursor=cursor, limit=limit)
+            page = query_page(lambda start: SubscriptionModel.query(
+                caller.user_id, limit=limit, page_size=limit, last_evaluated_key=start),
+                f"subscriptions:{caller.user_id}", cursor=cursor)
         except BadCursor as exc:
             raise InvalidInput(str(exc), field="cursor") from None
         return Page([to_view(s) for s in page.items], page.next_cursor)

@@ -85,17 +85,19 @@ def test_warm_invoke_reads_the_connection_once_and_never_calls_kms(api, fake_pro
     with count_aws_calls() as calls:
         resp = invoke(api, cid)
 
-    # Then one GetItem each for the connection and its provider (never cached: a disabled
-    # provider holds from the next request), the rate-limit and usage updates; no KMS
+    # Then one read (TransactGetItems: the connection and its provider, never cached, so a
+    # disabled provider holds at once), the rate-limit and usage updates; no KMS
     assert resp.status_code == 200, resp.data
     assert calls.of("kms") == Counter(), calls
-    gets = [p for svc, op, p in calls.params if (svc, op) == ("dynamodb", "GetItem")]
-    assert [p["TableName"] for p in gets] == [table("connections"), table("providers")], calls
-    assert all(g.get("ConsistentRead") is True for g in gets)
+    reads = [(op, p) for svc, op, p in calls.params
+             if svc == "dynamodb" and op in ("GetItem", "TransactGetItems", "BatchGetItem")]
+    assert [op for op, _ in reads] == ["TransactGetItems"], calls
+    assert sorted(i["Get"]["TableName"] for i in reads[0][1]["TransactItems"]) == sorted(
+        [table("connections"), table("providers")])
     updates = [(p["TableName"], p["Key"]["sk"]["S"].split("#")[0])
                for svc, op, p in calls.params if (svc, op) == ("dynamodb", "UpdateItem")]
     assert sorted(updates) == sorted([(table("usage"), "rate"), (table("usage"), "day")])
-    assert sum(calls.values()) == 4, calls
+    assert sum(calls.values()) == 3, calls
 
 
 def test_patching_credentials_makes_the_next_invoke_decrypt_again(api, fake_provider):
