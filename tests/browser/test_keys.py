@@ -169,3 +169,37 @@ def test_a_connection_allowed_more_than_30_s_is_tested_in_the_background(console
     page.locator("[data-result-status]").first.wait_for(timeout=60_000)
     assert page.locator("[data-result-status]").first.get_attribute(
         "data-result-status") == "active"
+
+
+def test_an_admin_changing_a_followed_base_url_is_told_the_cost_and_confirms(console: Console,
+                                                                           api_as):
+    """Issue 17 (2) in the console: the 409 provider_in_use becomes a warning naming how many
+    connections' keys must be entered again, and a button that applies the change."""
+    import uuid
+
+    from tests.support.builders import provider_body
+
+    admin_name = f"root-{uuid.uuid4().hex[:6]}"
+    admin = api_as(admin_name, admin=True)
+    pid = f"follow{uuid.uuid4().hex[:6]}"
+    made = admin.post("/providers", json=provider_body(
+        pid, base_url=console.stack.fake + "/openai/v1"))
+    assert made.status_code == 201, made.text
+    owner = api_as(user())
+    conn = owner.post("/connections", json={"name": "follows", "provider": pid,
+                                            "credentials": {"api_key": fake_key("openai")},
+                                            "default_model": "gpt-4o"})
+    assert conn.status_code == 201, conn.text
+    console.open()
+    console.sign_in(admin_name, admin=True)
+    console.go(f"#/admin/providers/{pid}")
+    page = console.page
+    page.get_by_label("Base URL", exact=True).fill(console.stack.fake + "/azure")
+    page.get_by_role("button", name="Save").click()
+    warning = page.get_by_role("alert").filter(has_text="1 connection(s) use this provider")
+    warning.wait_for()
+    assert "enter the key again" in warning.inner_text()
+    assert admin.get(f"/providers/{pid}").json()["base_url"].endswith("/openai/v1")
+    page.get_by_role("button", name="Change the base URL anyway").click()
+    page.locator(f"tr[data-provider='{pid}']").wait_for()
+    assert admin.get(f"/providers/{pid}").json()["base_url"].endswith("/azure")

@@ -1514,13 +1514,30 @@ async function viewProviderForm({ mount, alive }, id) {
       known_models: models.value.split(',').map((m) => m.trim()).filter(Boolean),
       default_settings: Object.fromEntries(Object.entries(ds).filter(([, i]) => i.value !== '').map(([k, i]) => [k, Number(i.value)])),
     };
-    try {
-      if (p) await api('PATCH', `/providers/${p.id}`, { body, headers: { 'If-Match': `"v${p.version}"` } });
+    const save = async (force) => {
+      if (p) await api('PATCH', `/providers/${p.id}${force ? '?force=true' : ''}`, { body, headers: { 'If-Match': `"v${p.version}"` } });
       else await api('POST', '/providers', { body: { id: pid.value.trim(), ...body, enabled: true } });
       cache.delete('providers');
       toast(`Saved provider ${body.name}.`);
       location.hash = '#/admin/providers';
+    };
+    banner.replaceChildren();
+    try {
+      await save(false);
     } catch (e) {
+      if (e.status === 409 && e.code === 'provider_in_use') {
+        // Stored keys are never sent to a new address: say what changing it costs, and let
+        // the admin confirm.
+        const n = (e.details || {}).connections_affected;
+        const go = h('button', { type: 'button', class: 'danger-outline' }, 'Change the base URL anyway');
+        go.addEventListener('click', async () => {
+          go.disabled = true;
+          try { await save(true); } catch (err) { banner.replaceChildren(errorAlert(err)); }
+        });
+        banner.append(h('div', { class: 'alert warning', role: 'alert' },
+          h('p', {}, `${n} connection(s) use this provider's base URL. Their stored keys will not be sent to the new address: each owner will have to enter the key again.`), go));
+        return;
+      }
       if (e.status === 412) { banner.append(h('div', { class: 'alert warning', role: 'alert' }, 'This provider was changed elsewhere. ', h('button', { type: 'button', onclick: () => render() }, 'Reload'))); return; }
       if (!setFieldError(form, e.field, e.message)) banner.append(errorAlert(e));
       else banner.append(h('div', { class: 'alert error', role: 'alert' }, e.message));
