@@ -8,7 +8,7 @@ return a ``TestOutcome`` / ``InvokeOutcome``; every provider failure is a ``Prov
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 ERROR_CODES: tuple[str, ...] = (
@@ -183,6 +183,13 @@ class Target:
     # HTTP requests one session may send, retries included (0: no cap). A test's cost is
     # bounded whatever the connection's max_retries and the provider's paging.
     max_calls: int = 0
+
+    def within(self, seconds: float) -> Target:
+        """This target with its whole budget cut to ``seconds`` when it is longer (the
+        API's, the daily run's or a background test's ceiling)."""
+        if self.timeout_seconds <= seconds:
+            return self
+        return replace(self, timeout_seconds=float(seconds))
 
 
 class ProviderError(Exception):

@@ -168,7 +168,6 @@ class CredentialSetService:
              body: dict[str, Any]) -> dict[str, Any]:
         """Test one set. The primary's result is the connection's (status, history, alerts);
         another set's is kept on the set, and clears or sets its "failed for auth" mark."""
-
         options = parse(TestOptions, body)
         if options.changes is not None:
             raise InvalidInput("a credential set is tested as stored; test changes with "

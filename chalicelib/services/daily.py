@@ -235,10 +235,8 @@ class DailyRun:
 
             # However long the connection's own timeout, a daily test ends well inside the
             # worker's Lambda timeout (a hanging provider cannot take the batch with it).
-            cap = float(self._settings.daily_test_timeout_seconds)
-            if prepared.target.timeout_seconds > cap:
-                prepared = dataclasses.replace(
-                    prepared, target=dataclasses.replace(prepared.target, timeout_seconds=cap))
+            prepared = dataclasses.replace(prepared, target=prepared.target.within(
+                self._settings.daily_test_timeout_seconds))
             gates = (
                 # One owner's share of the provider first: twenty hanging connections of one
                 # user hold their share of the slots, not the ones other owners' tests need.

@@ -144,25 +144,16 @@ class TestingService:
 
     # manual tests --------------------------------------------------------------------
 
-    def for_api(self, target: Any) -> tuple[Any, int | None]:
-        """``target`` with its budget cut to what a request through the API may take; and the
-        budget it was cut to, if it was (the answer says so)."""
-        import dataclasses
-
-        cap = self._settings.api_call_seconds
-        if target is None or target.timeout_seconds <= cap:
-            return target, None
-        return dataclasses.replace(target, timeout_seconds=float(cap)), cap
-
     def run_for_api(self, target: Any, probe: bool) -> dict[str, Any]:
         """A test through the API: within the API's time, and saying so when it cut the
         connection's own timeout."""
         from chalicelib.providers.runner import run_sync, test_target
 
-        target, capped = self.for_api(target)
-        result: dict[str, Any] = run_sync(test_target(target, probe_model=probe)).to_dict()
-        if capped is not None:
-            result["timeout_capped_at"] = capped
+        cap = self._settings.api_call_seconds
+        result: dict[str, Any] = run_sync(
+            test_target(target.within(cap), probe_model=probe)).to_dict()
+        if target.timeout_seconds > cap:
+            result["timeout_capped_at"] = cap
         return result
 
     def throttle(self, caller: Caller) -> None:
@@ -180,7 +171,6 @@ class TestingService:
 
     def test_saved(self, caller: Caller, connection_id: str, body: dict[str, Any]
                    ) -> dict[str, Any]:
-
         options = parse(TestOptions, body)
         item = self._connections.get(caller, connection_id)
         self.throttle(caller)
@@ -224,7 +214,6 @@ class TestingService:
         """The queue worker's side: test with the connection's own timeout (up to the
         setting), record it as any manual test, and complete the job the caller polls."""
         import asyncio
-        import dataclasses
 
         from chalicelib.providers.runner import test_target
         from chalicelib.services.identity import Principal
@@ -240,10 +229,7 @@ class TestingService:
         if prepared.target is None:
             result = self.disabled_outcome(item.provider)
         else:
-            cap = float(self._settings.background_test_seconds)
-            target = prepared.target
-            if target.timeout_seconds > cap:
-                target = dataclasses.replace(target, timeout_seconds=cap)
+            target = prepared.target.within(self._settings.background_test_seconds)
             result = (await test_target(target, probe_model=bool(job.get("probe_model")),
                                         client=client)).to_dict()
         await asyncio.to_thread(self.record, item, result, trigger="manual", caller=caller)
