@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from pynamodb.connection import Connection
@@ -27,6 +27,8 @@ from chalicelib.data.models import (
     ProviderModel,
 )
 from chalicelib.data.paging import Page, query_page
+
+T = TypeVar("T")
 
 
 class NameTaken(Exception):
@@ -74,16 +76,22 @@ class _TransactWrite(TransactWrite):
     conditional, so sending it again is safe: its conditions decide the outcome."""
 
     def _commit(self) -> Any:
-        for attempt in range(CONFLICT_ATTEMPTS):
-            try:
-                return super()._commit()
-            except TransactWriteError as exc:
-                reasons = _reasons(exc)
-                if ("TransactionConflict" not in reasons or "ConditionalCheckFailed" in reasons
-                        or attempt == CONFLICT_ATTEMPTS - 1):
-                    raise
-                time.sleep(random.uniform(0, 0.02 * 2**attempt))
-        raise AssertionError("unreachable")
+        return _retrying_conflicts(super()._commit)
+
+
+def _retrying_conflicts(run: Callable[[], T]) -> T:
+    """``run`` a transaction, again (with jitter) while DynamoDB cancels it only for a
+    conflict with another transaction on the same item; a failed condition is final."""
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            return run()
+        except (TransactWriteError, TransactGetError) as exc:
+            reasons = _reasons(exc)
+            if ("TransactionConflict" not in reasons or "ConditionalCheckFailed" in reasons
+                    or attempt == CONFLICT_ATTEMPTS - 1):
+                raise
+            time.sleep(random.uniform(0, 0.02 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def _resolved(future: Any) -> Any:
@@ -102,16 +110,13 @@ class ConnectionRepository:
                           ) -> tuple[ConnectionModel | None, ProviderModel | None]:
         """A connection and a catalogue entry in one strongly consistent read
         (TransactGetItems): a warm invoke's only read, which sees a disabled provider at once."""
-        for attempt in range(CONFLICT_ATTEMPTS):
-            try:
-                with TransactGet(connection=_connection(ConnectionModel.Meta.region)) as tg:
-                    conn = tg.get(ConnectionModel, connection_id)
-                    prov = tg.get(ProviderModel, "provider", provider_id)
-                break
-            except TransactGetError as exc:
-                if "TransactionConflict" not in _reasons(exc) or attempt == CONFLICT_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0, 0.02 * 2**attempt))
+        def read() -> tuple[Any, Any]:
+            with TransactGet(connection=_connection(ConnectionModel.Meta.region)) as tg:
+                conn = tg.get(ConnectionModel, connection_id)
+                prov = tg.get(ProviderModel, "provider", provider_id)
+            return conn, prov
+
+        conn, prov = _retrying_conflicts(read)
         return _resolved(conn), _resolved(prov)
 
     def get(self, connection_id: str) -> ConnectionModel | None:
