@@ -260,15 +260,11 @@ class ConnectionRepository:
     def count_by_owner(self, owner: str) -> int:
         return int(ConnectionModel.owner_index.count(owner))
 
-    def count_by_provider(self, provider_id: str, *, own_base_url: bool | None = None) -> int:
-        """How many connections use ``provider_id``; ``own_base_url=False``: only those without
+    def count_by_provider(self, provider_id: str, *, following_only: bool = False) -> int:
+        """How many connections use ``provider_id``; ``following_only``: only those without
         their own base URL (which follow the provider's)."""
-        cond = None
-        if own_base_url is False:
-            cond = (ConnectionModel.base_url.does_not_exist()
-                    | (ConnectionModel.base_url == ""))
-        elif own_base_url:
-            cond = ConnectionModel.base_url.exists() & (ConnectionModel.base_url != "")
+        cond = ((ConnectionModel.base_url.does_not_exist() | (ConnectionModel.base_url == ""))
+                if following_only else None)
         return int(ConnectionModel.provider_index.count(provider_id, filter_condition=cond))
 
     def scan_ids(self) -> Iterator[str]:

@@ -23,6 +23,9 @@ def bucket_upper_ms(k: int) -> int:
     return round(2 ** ((k + 1) / 2))
 
 
+RATE_ITEM_LIFETIME = timedelta(minutes=10)
+
+
 def _wait_seconds(now: datetime, count: int, before: int, limit: int) -> int:
     """When one more request fits: once enough of last minute has left the window, or at
     the next minute when this minute alone is full."""
@@ -41,8 +44,7 @@ class UsageRepository:
     def _ddb(self) -> Any:
         return aws.client("dynamodb")
 
-    def take_rate_slot(self, connection_id: str, now: datetime, limit: int,
-                       ttl: int) -> int | None:
+    def take_rate_slot(self, connection_id: str, now: datetime, limit: int) -> int | None:
         """Take one request of a sliding one-minute window of ``limit``; None when taken,
         else the seconds to wait. The window is estimated the usual way: this minute's count
         plus last minute's, weighted by how much of last minute is still inside the window
@@ -54,6 +56,8 @@ class UsageRepository:
         window (a second write, once a minute)."""
         minute = now.strftime("%Y%m%d%H%M")
         previous = (now - timedelta(minutes=1)).strftime("%Y%m%d%H%M")
+        # The window item outlives the two minutes it counts; TTL removes it after that.
+        ttl = int((now + RATE_ITEM_LIFETIME).timestamp())
         # The part of last minute still inside the window that ends now.
         weight = 1.0 - (now.second + now.microsecond / 1e6) / 60.0
         ddb = self._ddb()

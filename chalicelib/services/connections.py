@@ -592,9 +592,6 @@ class ConnectionService:
         """Record the latest invocation summary (a system field; no version change)."""
         self._repo.update_unversioned(item, [ConnectionModel.activity.set(activity)])
 
-    def iter_owner(self, owner: str) -> Any:
-        return self._repo.iter_by_owner(owner)
-
     # secrets ------------------------------------------------------------------------
 
     def open_secrets(self, item: ConnectionModel, provider: Any = None) -> dict[str, str]:

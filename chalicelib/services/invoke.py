@@ -339,8 +339,7 @@ class InvokeService:
         """Rate limit and monthly quotas, enforced in DynamoDB across all Lambdas."""
         rpm = conn_settings.get("rate_limit_rpm")
         if rpm:
-            wait = self._usage.take_rate_slot(item.id, now, int(rpm),
-                                              _epoch(now + timedelta(minutes=10)))
+            wait = self._usage.take_rate_slot(item.id, now, int(rpm))
             if wait is not None:
                 raise RateLimited(f"rate limit of {rpm} requests per minute reached",
                                   retry_after=wait, code="rate_limited")

@@ -107,11 +107,12 @@ class ProviderService:
         self._audit = audit
         self._connections = connections
 
-    def _followers(self, provider_id: str) -> int:
-        """How many connections follow a provider's base URL (they have none of their own)."""
+    def _in_use(self, provider_id: str, *, following_only: bool = False) -> int:
+        """How many connections use a provider (``following_only``: those that follow its
+        base URL, having none of their own)."""
         if self._connections is None:
             return 0
-        return self._connections.count_by_provider(provider_id, own_base_url=False)
+        return self._connections.count_by_provider(provider_id, following_only=following_only)
 
     def get_model(self, provider_id: str, *, consistent: bool = False) -> ProviderModel | None:
         return self._repo.get(provider_id, consistent=consistent)
@@ -168,7 +169,7 @@ class ProviderService:
             # Keys stored for connections that follow this URL were entered for the old host.
             # They are never sent to the new one: their binding names the old endpoint (and
             # older blobs are refused by base_url_changed_at), so owners enter them again.
-            affected = self._followers(provider_id)
+            affected = self._in_use(provider_id, following_only=True)
             if affected and not force:
                 raise Conflict(
                     f"{affected} connection(s) use this provider's base URL; their stored keys "
@@ -196,8 +197,7 @@ class ProviderService:
             raise NotFound(f"provider {provider_id!r} does not exist")
         if if_match is not None and if_match != current.version:
             raise PreconditionFailed("the provider changed since you read it")
-        used = (self._connections.count_by_provider(provider_id)
-                if self._connections is not None else 0)
+        used = self._in_use(provider_id)
         if used and not force:
             raise Conflict(f"{used} connection(s) use this provider; delete them first, or "
                            "repeat with ?force=true to disable the provider instead",

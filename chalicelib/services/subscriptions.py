@@ -83,8 +83,8 @@ class SubscriptionService:
                sub_id: str) -> EndpointClaimModel:
         """Record the address as the caller's, or refuse it if another owner holds it (one
         conditional put: of two owners racing for an address, one wins)."""
-        claim = EndpointClaimModel(key=f"sns:{protocol}/{endpoint.casefold()}",
-                                   owner=caller.user_id, subscription_id=sub_id)
+        claim = EndpointClaimModel(key=_claim_key(protocol, endpoint), owner=caller.user_id,
+                                   subscription_id=sub_id)
         try:
             claim.save(condition=EndpointClaimModel.key.does_not_exist()
                        | (EndpointClaimModel.owner == caller.user_id))
@@ -165,10 +165,15 @@ class SubscriptionService:
             if code not in ("NotFound", "InvalidParameter"):
                 raise
         item.delete()
-        self._release(EndpointClaimModel(key=f"sns:{item.protocol}/{item.endpoint.casefold()}"),
+        self._release(EndpointClaimModel(key=_claim_key(item.protocol, item.endpoint)),
                       caller.user_id)
         self._audit.record(caller, "subscription.delete", f"subscription:{subscription_id}",
                            target_owner=caller.user_id)
+
+
+def _claim_key(protocol: str, endpoint: str) -> str:
+    """An address's claim (``EndpointClaimModel``), case-folded as its uniqueness is."""
+    return f"sns:{protocol}/{endpoint.casefold()}"
 
 
 def to_view(s: SubscriptionModel) -> dict[str, Any]:

@@ -162,8 +162,7 @@ class TestingService:
             return
         now = utcnow()
         wait = self._usage.take_rate_slot(f"tests#{caller.user_id}", now,
-                                          self._settings.tests_per_minute,
-                                          int((now + timedelta(minutes=10)).timestamp()))
+                                          self._settings.tests_per_minute)
         if wait is not None:
             raise RateLimited(f"at most {self._settings.tests_per_minute} tests a minute per "
                               "user; try again shortly", retry_after=wait,

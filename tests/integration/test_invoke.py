@@ -547,7 +547,7 @@ def test_the_rate_window_slides_across_the_minute_boundary():
     at = datetime(2026, 12, 3, 12, 0, 59, 500_000, tzinfo=UTC)
 
     def take(when: datetime) -> int | None:
-        return repo.take_rate_slot(cid, when, 5, 2_000_000_000)
+        return repo.take_rate_slot(cid, when, 5)
 
     assert [take(at) for _ in range(5)] == [None] * 5
     assert take(at) is not None  # the sixth in the same minute
